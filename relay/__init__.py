@@ -1,0 +1,3 @@
+"""relay: privacy-preserving infrastructure telemetry relay."""
+
+__version__ = "0.1.0"

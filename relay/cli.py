@@ -1,0 +1,153 @@
+"""`relay`: the single command-line entry point (DESIGN §2, pinned)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from relay import __version__
+from relay.attest.errors import AttestError
+from relay.attest.keys import OperatorKey
+from relay.config import ConfigError, Settings, load_settings
+from relay.ingest.client_config import ClientConfigDocument
+from relay.ingest.http import create_app
+from relay.logs import configure_logging
+from relay.registry import RegistryError
+from relay.serve import OperatorRelay
+from relay.sinks.store import EmbeddedStore
+
+__all__ = ["main"]
+
+log = logging.getLogger("relay")
+
+
+async def _serve(settings: Settings, config_path: Path | None) -> None:
+    relay = OperatorRelay(settings)
+    await relay.start()
+    runner = web.AppRunner(create_app(relay), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(
+        runner,
+        settings.listen.host,
+        settings.listen.port,
+        shutdown_timeout=settings.shutdown_timeout,
+    )
+    await site.start()
+    log.info(
+        "relay %s listening on http://%s:%d (origin %s, sink %s)",
+        __version__,
+        settings.listen.host,
+        settings.listen.port,
+        settings.origin,
+        settings.sink.type,
+    )
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def reload() -> None:
+        try:
+            fresh = load_settings(config_path)
+        except ConfigError as exc:
+            log.error("SIGHUP: config not reloaded: %s", exc)
+            return
+        relay.client_config = ClientConfigDocument(fresh.client)
+        log.info("SIGHUP: client config reloaded (etag %s)", relay.client_config.etag)
+
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    await stop.wait()
+    log.info("shutting down: no new events, sealing what is due, flushing")
+    relay.shutting_down = True
+    await runner.cleanup()
+    await relay.stop()
+    log.info("stopped")
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    configure_logging(settings.log.format, settings.log.level)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(_serve(settings, args.config))
+    return 0
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    key = OperatorKey.generate(args.origin)
+    key.save(args.out)
+    print(key.verifier.encode())
+    print(f"private key written to {args.out} (mode 0600); keep it secret", file=sys.stderr)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    path: Path = args.store
+    if path.is_dir():
+        path = path / "store.sqlite"
+    store = EmbeddedStore(path, readonly=True)
+    out = sys.stdout.buffer
+    try:
+        for document in store.documents(args.origin):
+            out.write(document.to_line())
+        out.flush()
+    except BrokenPipeError:
+        # A reader such as `head` went away: not an error of the export.
+        sys.stderr.close()
+    finally:
+        store.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="relay", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"relay {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the operator relay")
+    serve.add_argument("--config", type=Path, help="YAML config file (env RELAY_* overrides it)")
+    serve.set_defaults(run=_cmd_serve)
+
+    keygen = commands.add_parser("keygen", help="create an ed25519 operator key")
+    keygen.add_argument("--origin", required=True, help="the origin name the key speaks for")
+    keygen.add_argument(
+        "--out",
+        type=Path,
+        default=Path("operator.key"),
+        help="private key file to create (default: ./operator.key)",
+    )
+    keygen.set_defaults(run=_cmd_keygen)
+
+    export = commands.add_parser("export", help="print stored documents as NDJSON")
+    export.add_argument(
+        "--store", type=Path, required=True, help="store.sqlite, or the data_dir holding it"
+    )
+    export.add_argument("--origin", help="only this origin's documents")
+    export.set_defaults(run=_cmd_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except (ConfigError, RegistryError, AttestError, FileNotFoundError) as exc:
+        print(f"relay {args.command}: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Ingest: the app-facing HTTP API, validation and scrubbing of observations."""

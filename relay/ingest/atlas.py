@@ -1,0 +1,134 @@
+"""Atlas `UserEventsLogger` compatibility (DESIGN §3.2): its payloads, unchanged, mapped to
+observations. `user`, `dataObjectId`, `resolvedUrl`, `distributorUrl`, `userDevice` and the
+error text are read at most once here (the error text to classify it, `user` to key the
+contributor) and never copied.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import ValidationError
+
+from relay.ingest.models import MAX_DURATION_MS, MAX_TTFB_MS, AtlasEvent
+from relay.ingest.native import describe_error
+from relay.ingest.scrub import Admission, RequestContext, ScrubResult
+from relay.observation import Observation
+from relay.privacy.contributor import client_material
+
+__all__ = ["ATLAS_TYPES", "classify_error", "scrub_atlas"]
+
+_NODE_ID = re.compile(r"^[A-Za-z0-9:._-]{1,128}$")
+_STATUS = re.compile(r"status code ([45])\d\d")
+
+# Atlas type -> (kind, name, role, op). Requests with name None classify the error message.
+ATLAS_TYPES: dict[str, tuple[str, str | None, str, str | None]] = {
+    "distributor-response-time": ("request", "ok", "distributor", "download"),
+    "distributor-response-error": ("request", None, "distributor", "download"),
+    "distributor-response-timeout": ("request", "timeout", "distributor", "download"),
+    "distributor-blacklisted": ("signal", "blacklisted", "distributor", None),
+    "playback-is-slow": ("signal", "playback_slow", "distributor", None),
+    "playback-wrong-codec": ("signal", "playback_codec", "distributor", None),
+    "asset-upload-failed": ("request", None, "storage", "upload"),
+    "missing-operators-for-bag": ("signal", "missing_operators", "storage", None),
+}
+
+
+def classify_error(message: str | None) -> str:
+    """Outcome of an axios error message; the message itself is dropped."""
+    if not message:
+        return "other"
+    if message.startswith("timeout of") or "ETIMEDOUT" in message:
+        return "timeout"
+    status = _STATUS.search(message)
+    if status:
+        return "http_5xx" if status.group(1) == "5" else "http_4xx"
+    if message == "Network Error":
+        return "connection"
+    if message in ("canceled", "Request aborted"):
+        return "aborted"
+    return "other"
+
+
+def _asset(data_object_type: Any) -> str | None:
+    if not isinstance(data_object_type, str):
+        return None
+    lowered = data_object_type.lower()
+    if "video" in lowered and "thumbnail" not in lowered:
+        return "video"
+    if any(word in lowered for word in ("thumbnail", "avatar", "cover", "image")):
+        return "image"
+    return "other"
+
+
+def _node_id(event: AtlasEvent, role: str) -> str | None:
+    if role == "storage":
+        candidate = (
+            event.storageBagId
+            if event.type == "missing-operators-for-bag"
+            else (event.storageProviderId or event.distributorId)
+        )
+    else:
+        candidate = event.distributorId
+    return candidate if candidate is not None and _NODE_ID.match(candidate) else None
+
+
+def _timing(value: float | None, limit: int) -> float | None:
+    if value is None or not 0 <= value <= limit:
+        return None
+    return value
+
+
+def _contributor_material(event: AtlasEvent, ctx: RequestContext) -> bytes:
+    user = event.user or {}
+    for key in ("accountId", "memberId"):
+        value = user.get(key)
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
+            return client_material(f"atlas:{key}:{value}")
+    return ctx.network_material
+
+
+def scrub_atlas(events: list[Any], ctx: RequestContext, admission: Admission) -> ScrubResult:
+    result = ScrubResult()
+    window = admission.window_for(ctx.now_ms, ctx.now_ms)  # Atlas sends no timestamps
+    keys: dict[bytes, int] = {}
+    for index, raw in enumerate(events):
+        try:
+            event = AtlasEvent.model_validate(raw)
+        except ValidationError as exc:
+            field_name, reason = describe_error(exc)
+            result.reject(index, "invalid", field_name, reason)
+            continue
+        mapping = ATLAS_TYPES.get(event.type)
+        if mapping is None:
+            result.unsupported += 1
+            continue
+        kind, name, role, op = mapping
+        node_id = _node_id(event, role)
+        if node_id is None:
+            result.reject(index, "invalid", "distributorId", "missing or malformed node id")
+            continue
+        if isinstance(window, str):
+            result.reject(index, window, "(arrival)", "arrival window unavailable")
+            continue
+        material = _contributor_material(event, ctx)
+        contributor = keys.get(material)
+        if contributor is None:
+            contributor = keys[material] = admission.contributor(window, material)
+        result.observations.append(
+            Observation(
+                window_start_ms=window,
+                contributor=contributor,
+                role=role,
+                node_id=node_id,
+                region=ctx.region,
+                kind=kind,
+                name=name or classify_error(event.error),
+                op=op,
+                asset=_asset(getattr(event, "dataObjectType", None)),
+                ttfb_ms=_timing(event.initialResponseTime, MAX_TTFB_MS),
+                duration_ms=_timing(event.fullResponseTime, MAX_DURATION_MS),
+            )
+        )
+    return result

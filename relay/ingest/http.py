@@ -1,0 +1,244 @@
+"""The app-facing HTTP API (DESIGN §2, §3; `openapi.yaml`).
+
+Identifiers (IP, User-Agent, headers, the body's ids) are read inside `_ingest` and go no further
+than `RequestContext`, which dies with the request (P1). Nothing here logs request content.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from relay.ingest.atlas import scrub_atlas
+from relay.ingest.body import read_body
+from relay.ingest.native import scrub_native
+from relay.ingest.problem import Problem, problem_response
+from relay.ingest.scrub import Admission, RequestContext, ScrubResult
+from relay.observation import IngestRecord
+from relay.privacy.contributor import network_material
+from relay.wal.log import WalFullError, WalUnavailableError
+
+if TYPE_CHECKING:
+    from relay.serve import OperatorRelay
+
+__all__ = ["create_app"]
+
+Scrub = Callable[[list[Any], RequestContext, Admission], ScrubResult]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_BODY_TIMEOUT = 10.0
+_RETRY_AFTER = {"Retry-After": "5"}
+
+
+def _client_ip(
+    request: web.Request, trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+) -> str:
+    peer = request.remote or ""
+    if not trusted:
+        return peer
+    chain = [peer]
+    forwarded = request.headers.get("X-Forwarded-For")
+    if forwarded:
+        chain = [hop.strip() for hop in forwarded.split(",")] + chain
+    # Walk from the nearest hop back; the first address not ours is the client.
+    for hop in reversed(chain):
+        try:
+            address = ipaddress.ip_address(hop)
+        except ValueError:
+            return hop
+        if not any(address in net for net in trusted):
+            return hop
+    return chain[0]
+
+
+def create_app(relay: OperatorRelay) -> web.Application:
+    settings = relay.settings
+    ingest = settings.ingest
+    trusted = [ipaddress.ip_network(cidr, strict=False) for cidr in ingest.trusted_proxies]
+    metrics = relay.metrics
+
+    async def _ingest(request: web.Request, endpoint: str, scrub: Scrub) -> web.Response:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await _ingest_inner(request, endpoint, scrub)
+            status = response.status
+            return response
+        except Problem as problem:
+            status = problem.status
+            raise
+        finally:
+            metrics.requests.labels(endpoint, str(status)).inc()
+            metrics.request_latency.labels(endpoint).observe(time.perf_counter() - started)
+
+    async def _ingest_inner(request: web.Request, endpoint: str, scrub: Scrub) -> web.Response:
+        if relay.shutting_down:
+            raise Problem(503, "shutting-down", "Relay is shutting down", headers=_RETRY_AFTER)
+        if relay.outbox.size_bytes >= settings.outbox.max_bytes:
+            raise Problem(
+                503, "outbox-full", "Relay outbox is full; retry later", headers=_RETRY_AFTER
+            )
+        body = await read_body(request, ingest.max_body_bytes, _BODY_TIMEOUT)
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise Problem(400, "invalid-json", "Body is not valid JSON") from None
+        if not isinstance(payload, dict) or not isinstance(payload.get("events"), list):
+            raise Problem(
+                400,
+                "invalid-envelope",
+                "Body must be an object with an events array",
+                'expected {"events": [...]}',
+            )
+        if endpoint == "native" and set(payload) != {"events"}:
+            raise Problem(
+                400,
+                "invalid-envelope",
+                "Unknown top-level field",
+                'the native envelope has only "events"',
+            )
+        events: list[Any] = payload["events"]
+        if len(events) > ingest.max_events_per_request:
+            raise Problem(
+                413,
+                "too-many-events",
+                "Too many events in one request",
+                f"at most {ingest.max_events_per_request} events per request",
+            )
+        now_ms = relay.clock()
+        ip = _client_ip(request, trusted)
+        ctx = RequestContext(
+            now_ms=now_ms,
+            region=relay.resolver.resolve(ip),
+            network_material=network_material(ip, request.headers.get("User-Agent")),
+        )
+        result = scrub(events, ctx, relay.admission)
+        rejected = dict(result.rejected)
+        if result.unsupported:
+            rejected["unsupported_type"] = result.unsupported
+        if result.observations or rejected:
+            record = IngestRecord(
+                arrival_window_ms=now_ms - now_ms % relay.window_ms,
+                observations=tuple(result.observations),
+                rejected=rejected,
+            )
+            try:
+                await relay.commit(record)
+            except WalFullError:
+                raise Problem(
+                    503, "wal-full", "Relay is at capacity; retry later", headers=_RETRY_AFTER
+                ) from None
+            except WalUnavailableError:
+                raise Problem(
+                    503,
+                    "wal-unavailable",
+                    "Relay cannot store events right now",
+                    headers=_RETRY_AFTER,
+                ) from None
+        metrics.received.labels(endpoint).inc(len(events))
+        metrics.accepted.labels(endpoint).inc(len(result.observations))
+        for reason, count in result.rejected.items():
+            metrics.rejected.labels(reason).inc(count)
+        if result.unsupported:
+            metrics.dropped.labels("unsupported_type").inc(result.unsupported)
+        answer: dict[str, Any] = {
+            "accepted": len(result.observations),
+            "rejected": sum(result.rejected.values()),
+            "errors": result.errors,
+        }
+        if endpoint == "atlas":
+            answer["unsupported"] = result.unsupported
+        return web.json_response(answer, status=202, dumps=lambda v: orjson.dumps(v).decode())
+
+    async def post_events(request: web.Request) -> web.Response:
+        return await _ingest(request, "native", scrub_native)
+
+    async def post_atlas_events(request: web.Request) -> web.Response:
+        return await _ingest(request, "atlas", scrub_atlas)
+
+    async def get_config(request: web.Request) -> web.Response:
+        doc = relay.client_config
+        headers = {"ETag": doc.etag, "Cache-Control": f"public, max-age={doc.max_age}"}
+        if doc.etag in request.headers.get("If-None-Match", ""):
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=doc.body, content_type="application/json", headers=headers)
+
+    async def get_operator(request: web.Request) -> web.Response:
+        return web.json_response(relay.operator_view())
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        checks = relay.readiness()
+        ready = all(checks.values())
+        return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+
+    async def get_metrics(request: web.Request) -> web.Response:
+        metrics.wal_bytes.set(relay.wal.size_bytes)
+        return web.Response(
+            body=metrics.exposition(),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
+
+    app = web.Application(
+        # CORS outermost, so that error answers carry CORS headers and browsers can read them.
+        middlewares=[
+            _cors_middleware(ingest.cors.allow_origins, ingest.cors.max_age_seconds),
+            _problems_middleware,
+        ],
+        client_max_size=ingest.max_body_bytes,
+    )
+    app.router.add_post("/v1/events", post_events)
+    app.router.add_post("/v1/atlas/events", post_atlas_events)
+    app.router.add_get("/v1/config", get_config)
+    app.router.add_get("/v1/operator", get_operator)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", get_metrics)
+    return app
+
+
+@web.middleware
+async def _problems_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except Problem as problem:
+        return problem_response(problem)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        slug = exc.reason.lower().replace(" ", "-")
+        return problem_response(Problem(exc.status, slug, exc.reason), None)
+
+
+def _cors_middleware(allowed: list[str], max_age: int) -> Callable[..., Any]:
+    allow_any = "*" in allowed
+    allowed_set = frozenset(allowed)
+
+    @web.middleware
+    async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        permitted = origin is not None and (allow_any or origin in allowed_set)
+        if request.method == "OPTIONS" and permitted:
+            response: web.StreamResponse = web.Response(status=204)
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            response.headers["Access-Control-Allow-Headers"] = (
+                "Content-Type, Content-Encoding, Authorization"
+            )
+            response.headers["Access-Control-Max-Age"] = str(max_age)
+        else:
+            response = await handler(request)
+        if permitted:
+            response.headers["Access-Control-Allow-Origin"] = "*" if allow_any else origin or ""
+            response.headers["Access-Control-Expose-Headers"] = "ETag, Retry-After"
+            if not allow_any:
+                response.headers["Vary"] = "Origin"
+        return response
+
+    return cors

@@ -1,0 +1,163 @@
+"""Input schemas (DESIGN §3.1, §3.2, pinned). These models are the privacy boundary.
+
+The native schema forbids unknown fields: anything an app sends must be named here, so a new
+identifier cannot slip through by accident. The Atlas models describe only the subset relay reads;
+everything else Atlas sends (user ids, content ids, URLs, free text) is ignored by the handler and
+never copied anywhere. `schemas/` is generated from these models (`python -m relay.schemagen`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+__all__ = [
+    "MAX_BYTES",
+    "MAX_DURATION_MS",
+    "MAX_TTFB_MS",
+    "SCHEMA_VERSION",
+    "Asset",
+    "AtlasEvent",
+    "AtlasPayload",
+    "NativeEvent",
+    "NativePayload",
+    "NodeRef",
+    "Op",
+    "Outcome",
+    "Role",
+    "Signal",
+]
+
+#: Version of the native event schema; carried in every batch header and in /v1/config.
+SCHEMA_VERSION = 1
+
+Role = Literal["distributor", "storage"]
+Op = Literal["download", "upload", "probe"]
+Outcome = Literal[
+    "ok", "timeout", "http_4xx", "http_5xx", "dns", "tls", "connection", "aborted", "other"
+]
+Signal = Literal["blacklisted", "playback_slow", "playback_codec", "missing_operators"]
+Asset = Literal["video", "image", "other"]
+
+MAX_TTFB_MS = 600_000
+MAX_DURATION_MS = 3_600_000
+MAX_BYTES = 2**40
+
+NodeId = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9:._-]+$")
+]
+
+
+class NodeRef(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Role
+    id: NodeId
+
+
+class NativeEvent(BaseModel):
+    """One observation, native schema v1."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="Event")
+
+    kind: Literal["request", "signal"]
+    node: NodeRef
+    op: Op | None = Field(None, description="request only; default download")
+    outcome: Outcome | None = Field(None, description="request only, required there")
+    signal: Signal | None = Field(None, description="signal only, required there")
+    ttfb_ms: float | None = Field(None, ge=0, le=MAX_TTFB_MS, allow_inf_nan=False)
+    duration_ms: float | None = Field(None, ge=0, le=MAX_DURATION_MS, allow_inf_nan=False)
+    bytes: int | None = Field(None, ge=0, lt=MAX_BYTES)
+    asset: Asset | None = None
+    ts: int | str | None = Field(
+        None,
+        description="RFC 3339 date-time or epoch milliseconds; default is the arrival time.",
+        json_schema_extra={"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string"}]},
+    )
+    client: str | None = Field(
+        None,
+        max_length=128,
+        description="Pseudonymous contributor key: used only for bounding and distinct counts, "
+        "never stored.",
+    )
+
+    @field_validator("ts")
+    @classmethod
+    def _ts_to_ms(cls, value: int | str | None) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, int):
+            if value < 0:
+                raise ValueError("epoch milliseconds must be non-negative")
+            return value
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("not an RFC 3339 date-time") from None
+        if parsed.tzinfo is None:
+            raise ValueError("RFC 3339 date-time needs a time zone offset")
+        return int(parsed.timestamp() * 1000)
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> NativeEvent:
+        if self.kind == "request":
+            if self.outcome is None:
+                raise ValueError("outcome is required for kind request")
+            if self.signal is not None:
+                raise ValueError("signal is only allowed for kind signal")
+        else:
+            if self.signal is None:
+                raise ValueError("signal is required for kind signal")
+            extra = [
+                name
+                for name in ("op", "outcome", "ttfb_ms", "duration_ms", "bytes")
+                if getattr(self, name) is not None
+            ]
+            if extra:
+                raise ValueError(f"{', '.join(extra)} not allowed for kind signal")
+        return self
+
+
+class NativePayload(BaseModel):
+    """`POST /v1/events` body."""
+
+    model_config = ConfigDict(extra="forbid", title="NativePayload")
+
+    events: list[NativeEvent] = Field(max_length=1000)
+
+
+class AtlasEvent(BaseModel):
+    """The fields of an Atlas `UserEventsLogger` event that relay reads.
+
+    Atlas sends more (user, dataObjectId, resolvedUrl, distributorUrl, userDevice, ...): allowed in
+    the payload so Atlas needs no change, and dropped by the handler.
+    """
+
+    model_config = ConfigDict(extra="allow", title="AtlasEvent")
+
+    type: str
+    distributorId: str | None = None
+    storageProviderId: str | None = None
+    storageBagId: str | None = None
+    initialResponseTime: float | None = None
+    fullResponseTime: float | None = None
+    downloadSpeed: float | None = None
+    error: str | None = None
+    user: dict[str, Any] | None = None
+
+
+class AtlasPayload(BaseModel):
+    """`POST /v1/atlas/events` body, as Atlas sends it."""
+
+    model_config = ConfigDict(extra="allow", title="AtlasPayload")
+
+    events: list[AtlasEvent] = Field(max_length=1000)

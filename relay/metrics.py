@@ -1,0 +1,80 @@
+"""Prometheus metrics (DESIGN §9). Label values come from fixed sets, never from user input."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from relay.outbox.outbox import Outbox
+
+__all__ = ["RelayMetrics"]
+
+
+class RelayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.received = Counter(
+            "relay_events_received", "Events received, by endpoint.", ["endpoint"], registry=r
+        )
+        self.accepted = Counter(
+            "relay_events_accepted", "Events acknowledged into the WAL.", ["endpoint"], registry=r
+        )
+        self.rejected = Counter(
+            "relay_events_rejected", "Events rejected at ingest, by reason.", ["reason"], registry=r
+        )
+        self.dropped = Counter(
+            "relay_events_dropped",
+            "Accepted events not published, by reason (over_cap, suppressed, unsupported_type).",
+            ["reason"],
+            registry=r,
+        )
+        self.requests = Counter(
+            "relay_ingest_requests",
+            "Ingest requests by endpoint and status.",
+            ["endpoint", "status"],
+            registry=r,
+        )
+        self.request_latency = Histogram(
+            "relay_ingest_request_seconds",
+            "Ingest request latency.",
+            ["endpoint"],
+            registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.wal_bytes = Gauge("relay_wal_bytes", "Bytes in WAL segments.", registry=r)
+        self.outbox_batches = Gauge("relay_outbox_batches", "Batches waiting to ship.", registry=r)
+        self.outbox_bytes = Gauge("relay_outbox_bytes", "Bytes waiting to ship.", registry=r)
+        self.outbox_oldest_age = Gauge(
+            "relay_outbox_oldest_age_seconds", "Age of the oldest batch waiting.", registry=r
+        )
+        self.batches_signed = Counter("relay_batches_signed", "Batches sealed.", registry=r)
+        self.suppressed_cells = Counter(
+            "relay_cells_suppressed", "Cells under k after roll-up.", registry=r
+        )
+        self.ship_attempts = Counter(
+            "relay_ship_attempts",
+            "Ship attempts by sink and outcome.",
+            ["sink", "outcome"],
+            registry=r,
+        )
+        self.ship_latency = Histogram("relay_ship_seconds", "Time to ship one batch.", registry=r)
+        self.seal_duration = Histogram(
+            "relay_window_seal_seconds",
+            "Time to seal, sign and store one window.",
+            registry=r,
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.open_windows = Gauge("relay_open_windows", "Windows not yet sealed.", registry=r)
+
+    def update_outbox(self, outbox: Outbox) -> None:
+        batches, oldest = outbox.depth()
+        self.outbox_batches.set(batches)
+        self.outbox_bytes.set(outbox.size_bytes)
+        self.outbox_oldest_age.set(0 if oldest is None else time.time() - oldest / 1000)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,149 @@
+"""The outbox: sealed batches, durable before anything else happens (DESIGN §6).
+
+One SQLite file with `synchronous=FULL`. Sealing a window writes, in one transaction, the batch's
+documents and the new chain head, which includes `sealed_until_ms`: the WAL position consumed. A
+crash before the commit leaves the window in the WAL to be sealed again; a crash after it leaves the
+batch here to be shipped. Documents leave the outbox in seq order, once their sink has them.
+"""
+
+from __future__ import annotations
+
+import base64
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from relay.sinks.documents import Document
+
+__all__ = ["ChainHead", "Outbox"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS chain (
+    origin TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    batch_hash BLOB NOT NULL,
+    sealed_until_ms INTEGER NOT NULL,
+    log_frontier TEXT NOT NULL,
+    checkpoint TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pending (
+    seq INTEGER NOT NULL,
+    ord INTEGER NOT NULL,
+    doc_index TEXT NOT NULL,
+    doc_id TEXT NOT NULL,
+    source BLOB NOT NULL,
+    sealed_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (seq, ord)
+);
+"""
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """Where the origin's batch chain stands after its last sealed batch."""
+
+    seq: int
+    batch_hash: bytes
+    sealed_until_ms: int
+    log_frontier: tuple[bytes, ...]  # CompactRange of the log of batch messages
+    checkpoint: str
+
+    @property
+    def log_size(self) -> int:
+        return self.seq + 1
+
+
+class Outbox:
+    def __init__(self, path: Path, origin: str) -> None:
+        self._origin = origin
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        row = self._db.execute("SELECT coalesce(sum(length(source)), 0) FROM pending").fetchone()
+        self.size_bytes: int = row[0]
+
+    def close(self) -> None:
+        self._db.close()
+
+    def head(self) -> ChainHead | None:
+        row = self._db.execute(
+            "SELECT seq, batch_hash, sealed_until_ms, log_frontier, checkpoint FROM chain"
+            " WHERE origin = ?",
+            (self._origin,),
+        ).fetchone()
+        if row is None:
+            return None
+        frontier = tuple(base64.b64decode(h) for h in orjson.loads(row[3]))
+        return ChainHead(row[0], row[1], row[2], frontier, row[4])
+
+    def commit(self, head: ChainHead, documents: Sequence[Document], sealed_at_ms: int) -> None:
+        """Store a sealed batch and advance the chain head, atomically and durably."""
+        frontier = orjson.dumps([base64.b64encode(h).decode() for h in head.log_frontier])
+        rows = [
+            (head.seq, ord_, doc.index, doc.id, orjson.dumps(doc.source), sealed_at_ms)
+            for ord_, doc in enumerate(documents)
+        ]
+        with self._transaction():
+            self._db.executemany("INSERT INTO pending VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self._db.execute(
+                "INSERT INTO chain VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(origin) DO UPDATE SET"
+                " seq = excluded.seq, batch_hash = excluded.batch_hash,"
+                " sealed_until_ms = excluded.sealed_until_ms,"
+                " log_frontier = excluded.log_frontier, checkpoint = excluded.checkpoint",
+                (
+                    self._origin,
+                    head.seq,
+                    head.batch_hash,
+                    head.sealed_until_ms,
+                    frontier,
+                    head.checkpoint,
+                ),
+            )
+        self.size_bytes += sum(len(row[4]) for row in rows)
+
+    def oldest(self) -> tuple[int, list[Document]] | None:
+        """The lowest-seq batch still waiting for its sink, with all its documents."""
+        row = self._db.execute("SELECT min(seq) FROM pending").fetchone()
+        if row[0] is None:
+            return None
+        seq = row[0]
+        docs = [
+            Document(index, doc_id, orjson.loads(source))
+            for index, doc_id, source in self._db.execute(
+                "SELECT doc_index, doc_id, source FROM pending WHERE seq = ? ORDER BY ord", (seq,)
+            )
+        ]
+        return seq, docs
+
+    def shipped(self, seq: int) -> None:
+        with self._transaction():
+            row = self._db.execute(
+                "SELECT coalesce(sum(length(source)), 0) FROM pending WHERE seq = ?", (seq,)
+            ).fetchone()
+            self._db.execute("DELETE FROM pending WHERE seq = ?", (seq,))
+        self.size_bytes -= row[0]
+
+    def depth(self) -> tuple[int, int | None]:
+        """(batches waiting, sealed_at_ms of the oldest waiting batch)."""
+        row = self._db.execute(
+            "SELECT count(DISTINCT seq), min(sealed_at_ms) FROM pending"
+        ).fetchone()
+        return row[0], row[1]
+
+    def _transaction(self) -> _Tx:
+        return _Tx(self._db)
+
+
+class _Tx:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")

@@ -1,0 +1,342 @@
+"""The operator relay: wires the stages together and owns their lifecycle.
+
+    ingest (HTTP) ─> WAL (group commit) ─> OpenWindows ─(window due)─> threshold
+        ─> sign ─> outbox ─> shipper ─> sink
+
+Time is read from one injectable clock so tests can move it. Sealing is the only place that
+advances the chain; it runs on the event loop, with the CPU-heavy signing and proof building in a
+worker thread, and the outbox commit back on the loop (SQLite is used from one thread only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from relay.aggregate.cells import OpenWindows, WindowState
+from relay.aggregate.window import due_until, window_start
+from relay.attest.batch import ZERO_HASH, SignedBatch, sign_batch
+from relay.attest.checkpoint import sign_checkpoint
+from relay.attest.keys import OperatorKey
+from relay.attest.merkle import CompactRange, leaf_hash
+from relay.config import ConfigError, Settings
+from relay.ingest.client_config import ClientConfigDocument
+from relay.ingest.models import SCHEMA_VERSION
+from relay.ingest.scrub import Admission
+from relay.metrics import RelayMetrics
+from relay.observation import IngestRecord
+from relay.outbox.outbox import ChainHead, Outbox
+from relay.outbox.shipper import Shipper
+from relay.privacy.contributor import WindowSalts
+from relay.privacy.geo import RegionResolver
+from relay.privacy.threshold import apply_threshold
+from relay.registry import register_own_key
+from relay.sinks.base import Sink
+from relay.sinks.documents import Document, batch_documents
+from relay.sinks.local import NdjsonSink, StoreSink
+from relay.wal.log import WriteAheadLog
+
+__all__ = ["OperatorRelay", "load_or_create_key", "wall_clock_ms"]
+
+log = logging.getLogger(__name__)
+
+# Rejection reasons counted in a batch's stats; `rejected` is their sum.
+REJECTION_REASONS = ("invalid", "late", "too_old", "too_new")
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def load_or_create_key(path: Path, origin: str) -> OperatorKey:
+    """The operator key in `path`, created (mode 0600) on first start."""
+    if not path.exists():
+        key = OperatorKey.generate(origin)
+        key.save(path)
+        log.info("generated operator key %s for origin %s", key.kid, origin)
+        return key
+    key = OperatorKey.load(path)
+    if key.origin != origin:
+        raise ConfigError(
+            f"{path} holds the key of origin {key.origin!r} but origin is {origin!r}; "
+            "set origin to match, or move the key away to start a new chain"
+        )
+    return key
+
+
+@dataclass(frozen=True)
+class _Span:
+    """A stretch of time sealed as one batch: one window, or an empty gap of several."""
+
+    start_ms: int
+    end_ms: int
+    state: WindowState
+
+    @property
+    def gap(self) -> bool:
+        return not self.state.accepted and not self.state.rejected
+
+
+class OperatorRelay:
+    def __init__(self, settings: Settings, *, clock: Callable[[], int] = wall_clock_ms) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.window_ms = settings.window.ms
+        self.lateness_ms = settings.window.lateness_seconds * 1000
+        data_dir = settings.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.key = load_or_create_key(data_dir / "operator.key", settings.origin)
+        if register_own_key(settings.registry_path, settings.origin, self.key.verifier.encode()):
+            log.info("registered this relay's key in %s", settings.registry_path)
+        self.metrics = RelayMetrics()
+        self.resolver = RegionResolver(settings.privacy.geo)
+        self.windows = OpenWindows(settings.privacy.max_events_per_contributor)
+        self.wal = WriteAheadLog(
+            data_dir / "wal",
+            apply=self.windows.apply,
+            fsync=settings.wal.fsync,
+            max_bytes=settings.wal.max_bytes,
+        )
+        self.admission = Admission(
+            window_ms=self.window_ms,
+            max_past_ms=settings.window.max_past_seconds * 1000,
+            max_future_ms=settings.window.max_future_seconds * 1000,
+            salts=WindowSalts(),
+            persist_salt=self.wal.save_salt,
+        )
+        self.outbox = Outbox(data_dir / "outbox.sqlite", settings.origin)
+        self.sink = self._make_sink()
+        self.shipper = Shipper(
+            self.outbox, self.sink, self.metrics, settings.outbox.ship_interval_seconds
+        )
+        self.head: ChainHead | None = self.outbox.head()
+        self.client_config = ClientConfigDocument(settings.client)
+        self.shutting_down = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._seal_lock = asyncio.Lock()
+
+    def _make_sink(self) -> Sink:
+        sink = self.settings.sink
+        if sink.type == "store":
+            return StoreSink(self.settings.data_dir / "store.sqlite")
+        if sink.type == "ndjson":
+            return NdjsonSink(sink.path or self.settings.data_dir / "documents.ndjson")
+        raise ConfigError(
+            "sink.type elasticsearch is not available in this build; use store or ndjson"
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover from the WAL, seal what is due (with a gap batch for downtime), start tasks."""
+        sealed_until = (
+            self.head.sealed_until_ms
+            if self.head is not None
+            else window_start(self.clock(), self.window_ms)
+        )
+        self.windows.sealed_until_ms = sealed_until
+        self.admission.closed_until_ms = sealed_until
+        self.admission.restore_salts(self.wal.load_salts())
+        report = self.wal.replay()
+        if report.records or report.corrupt_segments:
+            log.info(
+                "WAL replay: %d records, corrupt segments: %s",
+                report.records,
+                report.corrupt_segments or "none",
+            )
+        self.wal.start()
+        await self.seal_due()
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._seal_loop(), name="sealer"),
+            loop.create_task(self.shipper.run(), name="shipper"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop accepting, seal what is due, try to ship within the shutdown timeout, close."""
+        self.shutting_down = True
+        deadline = time.monotonic() + self.settings.shutdown_timeout
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        await self.seal_due()
+        remaining = max(0.0, deadline - time.monotonic())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.shipper.ship_pending(), timeout=remaining)
+        await self.wal.close()
+        await self.sink.close()
+        self.outbox.close()
+
+    async def _seal_loop(self) -> None:
+        while True:
+            next_due = self.windows.sealed_until_ms + self.window_ms + self.lateness_ms
+            await asyncio.sleep(min(1.0, max(0.05, (next_due - self.clock()) / 1000)))
+            try:
+                await self.seal_due()
+            except Exception:
+                # A failed seal leaves everything in the WAL; the next attempt starts over.
+                log.exception("sealing failed; will retry")
+
+    # -- ingest ---------------------------------------------------------------------------------
+
+    async def commit(self, record: IngestRecord) -> None:
+        """Make `record` durable and counted; raises WalUnavailableError for a 503."""
+        await self.wal.append(record)
+        self.metrics.wal_bytes.set(self.wal.size_bytes)
+
+    # -- sealing --------------------------------------------------------------------------------
+
+    async def seal_due(self) -> int:
+        """Seal every window that is due now; return how many batches were written."""
+        async with self._seal_lock:
+            until = due_until(self.clock(), self.window_ms, self.lateness_ms)
+            if until <= self.windows.sealed_until_ms:
+                return 0
+            # Close the windows to new events, then wait until every event admitted before
+            # that is in the WAL and applied: the snapshot below then misses nothing.
+            self.admission.closed_until_ms = until
+            await self.wal.barrier()
+            spans = self._spans(until)
+            for span in spans:
+                await self._seal_span(span)
+            await self.wal.rotate()
+            self.wal.prune(self.windows.sealed_until_ms)
+            self.wal.delete_salts_before(self.windows.sealed_until_ms)
+            self.admission.destroy_salts_before(self.windows.sealed_until_ms)
+            self.metrics.wal_bytes.set(self.wal.size_bytes)
+            self.metrics.open_windows.set(len(self.windows))
+            self.metrics.update_outbox(self.outbox)
+            self.shipper.wake()
+            return len(spans)
+
+    def _spans(self, until: int) -> list[_Span]:
+        """Windows with data each get their own batch; a run of empty windows is one batch.
+
+        While the relay runs, one window falls due at a time, so every window gets a batch of
+        its own. After downtime, the empty stretch becomes one explicit gap batch (DESIGN §5.3).
+        """
+        spans: list[_Span] = []
+        cursor = self.windows.sealed_until_ms
+        for start in self.windows.starts():
+            if start >= until:
+                break
+            if cursor < start:
+                spans.append(_Span(cursor, start, WindowState(cursor)))
+            spans.append(_Span(start, start + self.window_ms, self.windows.pop(start)))
+            cursor = start + self.window_ms
+        if cursor < until:
+            spans.append(_Span(cursor, until, WindowState(cursor)))
+        return spans
+
+    async def _seal_span(self, span: _Span) -> None:
+        started = time.perf_counter()
+        head = self.head
+        seq = 0 if head is None else head.seq + 1
+        prev = ZERO_HASH if head is None else head.batch_hash
+        frontier = (
+            CompactRange()
+            if head is None
+            else CompactRange.from_list(head.log_size, head.log_frontier)
+        )
+        signed, documents, checkpoint = await asyncio.to_thread(
+            self._build_batch, span, seq, prev, frontier
+        )
+        new_head = ChainHead(
+            seq=seq,
+            batch_hash=signed.batch_hash,
+            sealed_until_ms=span.end_ms,
+            log_frontier=tuple(frontier.to_list()),
+            checkpoint=checkpoint,
+        )
+        self.outbox.commit(new_head, documents, sealed_at_ms=self.clock())
+        self.head = new_head
+        self.windows.sealed_until_ms = span.end_ms
+        self.metrics.batches_signed.inc()
+        stats = signed.header["stats"]
+        self.metrics.dropped.labels("over_cap").inc(stats["over_cap"])
+        self.metrics.dropped.labels("suppressed").inc(stats["suppressed_events"])
+        self.metrics.suppressed_cells.inc(stats["suppressed_cells"])
+        self.metrics.seal_duration.observe(time.perf_counter() - started)
+
+    def _build_batch(
+        self, span: _Span, seq: int, prev: bytes, frontier: CompactRange
+    ) -> tuple[SignedBatch, list[Document], str]:
+        state = span.state
+        publication = apply_threshold(state.cells, self.settings.privacy.k)
+        summaries = [
+            cell.summary(key, span.start_ms, span.end_ms) for key, cell in publication.cells
+        ]
+        rejected = {reason: state.rejected.get(reason, 0) for reason in REJECTION_REASONS}
+        stats = {
+            "accepted": state.accepted,
+            "rejected": sum(rejected.values()),
+            **rejected,
+            "over_cap": state.over_cap,
+            "suppressed_cells": publication.suppressed_cells,
+            "suppressed_events": publication.suppressed_events,
+            "unsupported_type": state.rejected.get("unsupported_type", 0),
+        }
+        extra: dict[str, Any] = {}
+        if span.gap and span.end_ms - span.start_ms > self.window_ms:
+            extra["gap"] = True
+        signed = sign_batch(
+            self.key,
+            seq=seq,
+            prev=prev,
+            window_start_ms=span.start_ms,
+            window_end_ms=span.end_ms,
+            signed_at_ms=self.clock(),
+            summaries=summaries,
+            schema=SCHEMA_VERSION,
+            privacy=self.privacy_header(),
+            stats=stats,
+            extra=extra,
+        )
+        frontier.append(leaf_hash(signed.msg))
+        checkpoint = sign_checkpoint(self.key, frontier.size, frontier.root())
+        documents = batch_documents(signed, summaries, checkpoint, self.settings.sink.index_prefix)
+        return signed, documents, checkpoint
+
+    def privacy_header(self) -> dict[str, Any]:
+        p = self.settings.privacy
+        return {
+            "mode": p.mode,
+            "k": p.k,
+            "max_events_per_contributor": p.max_events_per_contributor,
+            "geo": p.geo,
+        }
+
+    # -- views ----------------------------------------------------------------------------------
+
+    def operator_view(self) -> dict[str, Any]:
+        head = self.head
+        return {
+            "origin": self.key.origin,
+            "kid": self.key.kid,
+            "vkey": self.key.verifier.encode(),
+            "head": None
+            if head is None
+            else {"seq": head.seq, "batch_hash": base64.b64encode(head.batch_hash).decode()},
+            "checkpoint": None if head is None else head.checkpoint,
+            "privacy": self.privacy_header(),
+            "window_seconds": self.settings.window.seconds,
+        }
+
+    def readiness(self) -> dict[str, bool]:
+        return {
+            "accepting": not self.shutting_down,
+            "wal_writable": self.wal.failed is None,
+            "wal_below_high_water": self.wal.size_bytes < 0.9 * self.wal.max_bytes,
+            "outbox_below_high_water": self.outbox.size_bytes
+            < 0.9 * self.settings.outbox.max_bytes,
+        }

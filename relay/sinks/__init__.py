@@ -1,0 +1,1 @@
+"""Sinks: where signed documents go (embedded store, Elasticsearch, NDJSON)."""

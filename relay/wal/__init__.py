@@ -1,0 +1,1 @@
+"""Write-ahead log of scrubbed observations (DESIGN §6, P8)."""
