@@ -1,0 +1,91 @@
+"""Attestation: canonical JSON, RFC 9162 Merkle trees, Ed25519 operator keys, signed batches and
+signed checkpoints (DESIGN §5, pinned)."""
+
+from __future__ import annotations
+
+from relay.attest.batch import (
+    BATCH_MSG_PREFIX,
+    ZERO_HASH,
+    SignedBatch,
+    batch_hash,
+    batch_message,
+    leaf_bytes,
+    sign_batch,
+    verify_batch,
+)
+from relay.attest.canonical import canonical_json, is_canonical
+from relay.attest.checkpoint import Checkpoint, checkpoint_body, open_checkpoint, sign_checkpoint
+from relay.attest.errors import (
+    AttestError,
+    BadCheckpointSignatureError,
+    BadSignatureError,
+    CheckpointError,
+    CheckpointNotSignedError,
+    InsecureKeyFileError,
+    InvalidKeyFileError,
+    InvalidOriginError,
+    InvalidVerifierKeyError,
+    KeyFileExistsError,
+    MalformedBatchError,
+    MalformedCheckpointError,
+    NonCanonicalError,
+)
+from relay.attest.keys import OperatorKey, VerifierKey, key_id, validate_origin
+from relay.attest.merkle import (
+    EMPTY_ROOT,
+    CompactRange,
+    consistency_proof,
+    inclusion_proof,
+    inclusion_proofs,
+    leaf_hash,
+    node_hash,
+    root,
+    root_from_leaf_hashes,
+    verify_consistency,
+    verify_inclusion,
+)
+
+__all__ = [
+    "BATCH_MSG_PREFIX",
+    "EMPTY_ROOT",
+    "ZERO_HASH",
+    "AttestError",
+    "BadCheckpointSignatureError",
+    "BadSignatureError",
+    "Checkpoint",
+    "CheckpointError",
+    "CheckpointNotSignedError",
+    "CompactRange",
+    "InsecureKeyFileError",
+    "InvalidKeyFileError",
+    "InvalidOriginError",
+    "InvalidVerifierKeyError",
+    "KeyFileExistsError",
+    "MalformedBatchError",
+    "MalformedCheckpointError",
+    "NonCanonicalError",
+    "OperatorKey",
+    "SignedBatch",
+    "VerifierKey",
+    "batch_hash",
+    "batch_message",
+    "canonical_json",
+    "checkpoint_body",
+    "consistency_proof",
+    "inclusion_proof",
+    "inclusion_proofs",
+    "is_canonical",
+    "key_id",
+    "leaf_bytes",
+    "leaf_hash",
+    "node_hash",
+    "open_checkpoint",
+    "root",
+    "root_from_leaf_hashes",
+    "sign_batch",
+    "sign_checkpoint",
+    "validate_origin",
+    "verify_batch",
+    "verify_consistency",
+    "verify_inclusion",
+]

@@ -1,0 +1,66 @@
+"""Canonical JSON: RFC 8785 (JSON Canonicalization Scheme), via the ``rfc8785`` package.
+
+``rfc8785`` rather than ``jcs``: the latter silently rounds integers beyond 2^53, which would let
+two different counts sign as the same bytes; ``rfc8785`` refuses them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, cast
+
+import rfc8785
+
+from relay.attest.errors import NonCanonicalError
+
+__all__ = ["canonical_json", "is_canonical"]
+
+# 2^53: the first integer an IEEE 754 double cannot tell from its neighbour (RFC 8785 §3.2.2.3).
+_SAFE_INTEGER_LIMIT = 2**53
+
+
+def canonical_json(obj: object) -> bytes:
+    """Serialise ``obj`` as RFC 8785 canonical JSON (UTF-8, sorted keys, no white space).
+
+    ``obj`` is built from dict (string keys), list, tuple, str, int, float, bool and None. Raises
+    NonCanonicalError for what RFC 8785 cannot represent: integers outside ±(2^53 − 1), NaN and
+    infinities, lone surrogates, non-string keys, other types, and nesting too deep to walk.
+    """
+    try:
+        return rfc8785.dumps(cast(Any, obj))
+    except rfc8785.CanonicalizationError as e:
+        raise NonCanonicalError(str(e)) from e
+    except RecursionError as e:
+        raise NonCanonicalError("value is nested too deeply") from e
+
+
+def is_canonical(data: bytes) -> bool:
+    """True iff ``data`` is exactly the RFC 8785 serialisation of the JSON value it encodes.
+
+    Duplicate object keys, white space, non-UTF-8 input, ``1.0`` for ``1`` and the like all make
+    the re-serialisation differ, so they are reported as not canonical.
+    """
+    try:
+        return canonical_json(strict_loads(data)) == data
+    except (ValueError, RecursionError, NonCanonicalError):
+        return False
+
+
+def strict_loads(data: bytes) -> object:
+    """Parse UTF-8 JSON text with RFC 8785's number model, rejecting NaN/Infinity literals.
+
+    Raises ValueError (including json.JSONDecodeError and UnicodeDecodeError) or RecursionError.
+    """
+    return json.loads(data.decode("utf-8"), parse_int=_parse_int, parse_constant=_reject_constant)
+
+
+def _parse_int(text: str) -> int | float:
+    # RFC 8785 numbers are IEEE 754 doubles. rfc8785 writes a large integral double such as
+    # 2.0**60 without an exponent, so reading it back as a Python int (which rfc8785 refuses
+    # beyond 2^53) would call rfc8785's own output non-canonical.
+    value = int(text)
+    return value if abs(value) < _SAFE_INTEGER_LIMIT else float(text)
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
