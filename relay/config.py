@@ -129,8 +129,12 @@ class LeadSourceConfig(_Section):
     api_key: SecretStr | None = None
 
 
+class LeadListenConfig(ListenConfig):
+    port: int = Field(8788, ge=0, le=65535)
+
+
 class LeadConfig(_Section):
-    listen: ListenConfig = Field(default_factory=lambda: ListenConfig(port=8788))
+    listen: LeadListenConfig = Field(default_factory=LeadListenConfig)
     source: LeadSourceConfig = Field(default_factory=LeadSourceConfig)
     registry: Path | None = Field(None, description="Default: <data_dir>/registry.yaml")
 
@@ -176,6 +180,15 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The YAML file arrives as init kwargs; the environment must win over it.
         return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _available(self) -> Settings:
+        # Refuse rather than sign batches that claim a mode this build does not implement.
+        if self.privacy.mode == "dp":
+            raise ValueError("privacy.mode dp is not available in this release; use aggregate")
+        if self.sink.type == "elasticsearch":
+            raise ValueError("sink.type elasticsearch is not available in this release")
+        return self
 
     @property
     def registry_path(self) -> Path:

@@ -102,6 +102,7 @@ class OperatorRelay:
             data_dir / "wal",
             apply=self.windows.apply,
             fsync=settings.wal.fsync,
+            segment_bytes=settings.wal.segment_bytes,
             max_bytes=settings.wal.max_bytes,
         )
         self.admission = Admission(
@@ -128,9 +129,7 @@ class OperatorRelay:
             return StoreSink(self.settings.data_dir / "store.sqlite")
         if sink.type == "ndjson":
             return NdjsonSink(sink.path or self.settings.data_dir / "documents.ndjson")
-        raise ConfigError(
-            "sink.type elasticsearch is not available in this build; use store or ndjson"
-        )
+        raise ConfigError(f"sink.type {sink.type} is not available in this release")
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -139,7 +138,7 @@ class OperatorRelay:
         sealed_until = (
             self.head.sealed_until_ms
             if self.head is not None
-            else window_start(self.clock(), self.window_ms)
+            else self.outbox.genesis(window_start(self.clock(), self.window_ms))
         )
         self.windows.sealed_until_ms = sealed_until
         self.admission.closed_until_ms = sealed_until

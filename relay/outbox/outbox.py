@@ -29,6 +29,10 @@ CREATE TABLE IF NOT EXISTS chain (
     log_frontier TEXT NOT NULL,
     checkpoint TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS genesis (
+    origin TEXT PRIMARY KEY,
+    start_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS pending (
     seq INTEGER NOT NULL,
     ord INTEGER NOT NULL,
@@ -79,6 +83,21 @@ class Outbox:
             return None
         frontier = tuple(base64.b64decode(h) for h in orjson.loads(row[3]))
         return ChainHead(row[0], row[1], row[2], frontier, row[4])
+
+    def genesis(self, default_ms: int) -> int:
+        """Where the chain begins: fixed at the first start, before any event is accepted.
+
+        Until the first batch is sealed this is the only record of which windows are open, so a
+        crash before then must not forget it.
+        """
+        with self._transaction():
+            self._db.execute(
+                "INSERT OR IGNORE INTO genesis VALUES (?, ?)", (self._origin, default_ms)
+            )
+            row = self._db.execute(
+                "SELECT start_ms FROM genesis WHERE origin = ?", (self._origin,)
+            ).fetchone()
+        return int(row[0])
 
     def commit(self, head: ChainHead, documents: Sequence[Document], sealed_at_ms: int) -> None:
         """Store a sealed batch and advance the chain head, atomically and durably."""

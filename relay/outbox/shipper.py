@@ -28,6 +28,8 @@ class Shipper:
         self._interval = interval
         self._wake = asyncio.Event()
         self._failures = 0
+        # One drain at a time: the loop and a shutdown flush must not ship the same batch at once.
+        self._lock = asyncio.Lock()
 
     def wake(self) -> None:
         self._wake.set()
@@ -46,6 +48,10 @@ class Shipper:
 
     async def ship_pending(self) -> bool:
         """Ship batches until the outbox is empty or the sink fails; True if it emptied."""
+        async with self._lock:
+            return await self._drain()
+
+    async def _drain(self) -> bool:
         while (batch := self._outbox.oldest()) is not None:
             seq, documents = batch
             started = time.perf_counter()

@@ -6,10 +6,10 @@ requests), then applies each record to the aggregator in log order and wakes the
 the live path and crash recovery apply the same records in the same order through the same
 function, the state rebuilt after a crash is the state that was lost.
 
-Segments rotate at each window seal; a segment is deleted once every window it mentions is sealed
-into the outbox (P8). Each window's contributor salt (P2) is persisted beside the segments so that
-a contributor keeps one key across a restart (otherwise it would count twice towards k), and is
-deleted with the window.
+Segments rotate at each window seal and at `segment_bytes`; a segment is deleted once every
+window it mentions is sealed into the outbox (P8). Each window's contributor salt (P2) is
+persisted beside the segments so that a contributor keeps one key across a restart (otherwise it
+would count twice towards k), and is deleted with the window.
 """
 
 from __future__ import annotations
@@ -92,11 +92,13 @@ class WriteAheadLog:
         *,
         apply: Callable[[IngestRecord], None],
         fsync: bool = True,
+        segment_bytes: int = 16 << 20,
         max_bytes: int = 1 << 30,
     ) -> None:
         self._dir = directory
         self._apply = apply
         self._fsync = fsync
+        self._segment_bytes = segment_bytes
         self._max_bytes = max_bytes
         self._closed: list[_Segment] = []
         self._current: _Segment | None = None
@@ -307,6 +309,12 @@ class WriteAheadLog:
             self._apply(item.record)
             if not item.future.done():
                 item.future.set_result(None)
+        if self._current.size >= self._segment_bytes:
+            # Smaller segments are freed sooner once their windows are sealed.
+            try:
+                await loop.run_in_executor(None, self._rotate_blocking)
+            except OSError as exc:
+                self._fail(f"WAL rotation failed: {exc.strerror}")
 
     def _fail(self, reason: str) -> None:
         if self.failed is None:

@@ -1,0 +1,150 @@
+"""Shared fixtures: a real relay on a real socket, over a real data_dir, with a movable clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+
+from relay.config import Settings
+from relay.ingest.http import create_app
+from relay.serve import OperatorRelay
+
+# 2026-01-05T00:00:00Z: a window boundary for every window length used in the tests.
+T0_MS = 1_767_571_200_000
+
+
+class FakeClock:
+    def __init__(self, start_ms: int = T0_MS + 1_000) -> None:
+        self.ms = start_ms
+
+    def __call__(self) -> int:
+        return self.ms
+
+    def advance(self, seconds: float) -> None:
+        self.ms += int(seconds * 1000)
+
+
+@dataclass
+class RunningRelay:
+    relay: OperatorRelay
+    server: TestServer
+    http: ClientSession
+    clock: FakeClock
+
+    def url(self, path: str) -> str:
+        return str(self.server.make_url(path))
+
+    async def post(self, path: str, body: Any, **kwargs: Any) -> tuple[int, Any]:
+        async with self.http.post(self.url(path), json=body, **kwargs) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    async def seal_after(self, seconds: float) -> int:
+        self.clock.advance(seconds)
+        return await self.relay.seal_due()
+
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def make_settings(data_dir: Path) -> SettingsFactory:
+    def factory(**overrides: Any) -> Settings:
+        base: dict[str, Any] = {
+            "origin": "test.relay/one",
+            "data_dir": str(data_dir),
+            "window": {"seconds": 60, "lateness_seconds": 10},
+            "privacy": {"k": 3},
+            "outbox": {"ship_interval_seconds": 0.05},
+        }
+        for key, value in overrides.items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                base[key] = {**base[key], **value}
+            else:
+                base[key] = value
+        return Settings(**base)
+
+    return factory
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def start_relay(make_settings: SettingsFactory, clock: FakeClock) -> Callable[..., Any]:
+    """Start relays (stopped at teardown); call with Settings overrides."""
+    started: list[RunningRelay] = []
+
+    async def start(settings: Settings | None = None, **overrides: Any) -> RunningRelay:
+        relay = OperatorRelay(settings or make_settings(**overrides), clock=clock)
+        await relay.start()
+        server = TestServer(create_app(relay))
+        await server.start_server()
+        running = RunningRelay(relay, server, ClientSession(), clock)
+        started.append(running)
+        return running
+
+    start.started = started  # type: ignore[attr-defined]
+    return start
+
+
+@pytest.fixture
+async def relay_server(start_relay: Callable[..., Any]) -> AsyncIterator[RunningRelay]:
+    running: RunningRelay = await start_relay()
+    yield running
+
+
+@pytest.fixture(autouse=True)
+async def _stop_started(start_relay: Callable[..., Any]) -> AsyncIterator[None]:
+    yield
+    for running in start_relay.started:
+        await stop(running)
+
+
+async def stop(running: RunningRelay) -> None:
+    if running.http.closed:
+        return
+    await running.http.close()
+    await running.server.close()
+    if not running.relay.shutting_down:
+        await running.relay.stop()
+
+
+def request_event(
+    node: str = "d1", outcome: str = "ok", client: str | None = "c1", **fields: Any
+) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "kind": "request",
+        "node": {"role": "distributor", "id": node},
+        "outcome": outcome,
+        **fields,
+    }
+    if client is not None:
+        event["client"] = client
+    return event
+
+
+def signal_event(
+    node: str = "d1", signal: str = "playback_slow", client: str | None = "c1", **fields: Any
+) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "kind": "signal",
+        "node": {"role": "distributor", "id": node},
+        "signal": signal,
+        **fields,
+    }
+    if client is not None:
+        event["client"] = client
+    return event
