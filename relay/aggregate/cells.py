@@ -69,7 +69,10 @@ class Cell:
             self.bytes_total = min(self.bytes_total + obs.bytes, MAX_SAFE_INT)
             if obs.duration_ms:
                 rate = obs.bytes * 1000 / obs.duration_ms
-                self.throughput[histogram.bucket_index(rate)] += 1
+                # Beyond ~9 Tbit/s is a measurement artefact, not a rate: leave it out of the
+                # histogram. `add` runs inside the WAL writer and on replay, so it never raises.
+                if rate <= histogram.MAX_VALUE:
+                    self.throughput[histogram.bucket_index(rate)] += 1
 
     def merge(self, other: Cell) -> None:
         """Fold `other` into this cell (the roll-up of P5); contributor counts add up."""

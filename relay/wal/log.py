@@ -306,7 +306,13 @@ class WriteAheadLog:
         self._current.size += size
         for item in group:
             self._current.max_window_ms = max(self._current.max_window_ms, item.max_window)
-            self._apply(item.record)
+            try:
+                self._apply(item.record)
+            except Exception:
+                # A bug, not an input problem: stop taking events (503, not ready) instead of
+                # leaving every later request waiting on a dead writer.
+                log.exception("applying a WAL record failed")
+                self._fail("applying a WAL record failed")
             if not item.future.done():
                 item.future.set_result(None)
         if self._current.size >= self._segment_bytes:

@@ -1,0 +1,1 @@
+"""Aggregation: windows, cells and the histogram layout they publish."""

@@ -1,0 +1,1 @@
+"""Privacy building blocks: coarse geo (P3) and keyed contributor hashes (P2)."""
