@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -99,17 +99,12 @@ class ClientConfig(_Section):
     """What apps are told at GET /v1/config (DESIGN §3.3); reloaded on SIGHUP."""
 
     enabled_kinds: list[EventKind] = Field(default_factory=lambda: list(_KINDS))
-    sampling: dict[EventKind, float] = Field(default_factory=lambda: dict.fromkeys(_KINDS, 1.0))
+    sampling: dict[EventKind, Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=lambda: dict.fromkeys(_KINDS, 1.0)
+    )
     flush_interval_seconds: int = Field(30, ge=1)
     max_batch_size: int = Field(50, ge=1)
     max_age_seconds: int = Field(300, ge=0, description="Cache-Control max-age of /v1/config.")
-
-    @model_validator(mode="after")
-    def _rates(self) -> ClientConfig:
-        for kind, rate in self.sampling.items():
-            if not 0.0 <= rate <= 1.0:
-                raise ValueError(f"sampling rate for {kind} must be within [0, 1]")
-        return self
 
 
 class WalConfig(_Section):
