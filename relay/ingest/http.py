@@ -56,6 +56,12 @@ def _client_ip(
     return chain[0]
 
 
+def _etag_matches(if_none_match: str, etag: str) -> bool:
+    """RFC 9110 §13.1.2: "*" or any listed tag, compared weakly (a W/ prefix is ignored)."""
+    tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+    return "*" in tags or etag in tags
+
+
 def create_app(relay: OperatorRelay) -> web.Application:
     settings = relay.settings
     ingest = settings.ingest
@@ -82,6 +88,11 @@ def create_app(relay: OperatorRelay) -> web.Application:
         if relay.outbox.size_bytes >= settings.outbox.max_bytes:
             raise Problem(
                 503, "outbox-full", "Relay outbox is full; retry later", headers=_RETRY_AFTER
+            )
+        if relay.wal.failed is not None:
+            # Refuse before scrubbing: scrubbing would persist a window salt for nothing.
+            raise Problem(
+                503, "wal-unavailable", "Relay cannot store events right now", headers=_RETRY_AFTER
             )
         body = await read_body(request, ingest.max_body_bytes, _BODY_TIMEOUT)
         try:
@@ -164,7 +175,7 @@ def create_app(relay: OperatorRelay) -> web.Application:
     async def get_config(request: web.Request) -> web.Response:
         doc = relay.client_config
         headers = {"ETag": doc.etag, "Cache-Control": f"public, max-age={doc.max_age}"}
-        if doc.etag in request.headers.get("If-None-Match", ""):
+        if _etag_matches(request.headers.get("If-None-Match", ""), doc.etag):
             return web.Response(status=304, headers=headers)
         return web.Response(body=doc.body, content_type="application/json", headers=headers)
 
@@ -193,6 +204,11 @@ def create_app(relay: OperatorRelay) -> web.Application:
             _problems_middleware,
         ],
         client_max_size=ingest.max_body_bytes,
+        # read_body decompresses itself, bounded by max_body_bytes (a gzip bomb is refused after
+        # the limit), and answers 400/415 for bad or unsupported encodings. With aiohttp's own
+        # decompression on, bodies reached read_body already inflated: valid gzip got 400
+        # bad-gzip, invalid gzip a 500, and br a 400 text/plain.
+        handler_args={"auto_decompress": False},
     )
     app.router.add_post("/v1/events", post_events)
     app.router.add_post("/v1/atlas/events", post_atlas_events)
@@ -214,7 +230,9 @@ async def _problems_middleware(request: web.Request, handler: Handler) -> web.St
         if exc.status < 400:
             raise
         slug = exc.reason.lower().replace(" ", "-")
-        return problem_response(Problem(exc.status, slug, exc.reason), None)
+        # Keep Allow on 405 (RFC 9110 §15.5.6 requires it); the rest describes aiohttp's body.
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return problem_response(Problem(exc.status, slug, exc.reason, headers=headers), None)
 
 
 def _cors_middleware(allowed: list[str], max_age: int) -> Callable[..., Any]:
