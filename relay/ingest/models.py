@@ -58,7 +58,7 @@ NodeId = Annotated[
 
 
 class NodeRef(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     role: Role
     id: NodeId
@@ -67,7 +67,8 @@ class NodeRef(BaseModel):
 class NativeEvent(BaseModel):
     """One observation, native schema v1."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, title="Event")
+    # Strict: "12" is not a number and true is not 1. What the JSON Schema rejects, relay rejects.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, title="Event")
 
     kind: Literal["request", "signal"]
     node: NodeRef
