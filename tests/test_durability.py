@@ -160,3 +160,47 @@ def test_kill_9_under_load_loses_and_duplicates_nothing(tmp_path: Path) -> None:
         p.name for p in (data_dir / "wal").iterdir() if p.suffix == ".bin" or p.stat().st_size
     ]
     assert leftovers == []
+
+
+def counted_events(data_dir: Path) -> int:
+    store = EmbeddedStore(data_dir / "store.sqlite", readonly=True)
+    try:
+        return sum(
+            d.source["stats"]["accepted"] for d in store.documents() if "att" not in d.source
+        )
+    finally:
+        store.close()
+
+
+async def sigterm_under_load(data_dir: Path) -> tuple[Tally, float, int]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    tally = Tally()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        proc = start(data_dir, port)
+        await wait_ready(session, base)
+        stop = asyncio.Event()
+        clients = [asyncio.create_task(client(session, base, tally, n, stop)) for n in range(4)]
+        await asyncio.sleep(1.5)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(proc.wait, 20)
+        took = time.monotonic() - sent
+        stop.set()
+        await asyncio.gather(*clients)
+        # Restart once so that windows still open at shutdown seal, then stop cleanly.
+        proc = start(data_dir, port)
+        await wait_ready(session, base)
+        await asyncio.sleep(2.5)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 20) == 0
+    return tally, took, code
+
+
+def test_sigterm_under_load_exits_cleanly_and_loses_nothing(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    tally, took, code = asyncio.run(sigterm_under_load(data_dir))
+    assert code == 0
+    assert took < 10  # shutdown_timeout defaults to 10 s
+    assert tally.acknowledged > 100
+    assert tally.acknowledged <= counted_events(data_dir) <= tally.acknowledged + tally.unknown
