@@ -1,4 +1,10 @@
-"""Drains the outbox into the sink in seq order, retrying with jittered exponential backoff."""
+"""Drains the outbox into the sink in seq order, retrying with jittered exponential backoff.
+
+Retries never stop: the outbox byte cap (503 to apps past it) bounds how long a sink may be away,
+not an attempt count. A sink that refuses the relay's credentials pauses shipping: the relay
+alerts (log, `relay_sink_paused`, `sink_authorized` in /readyz) and probes at the capped delay
+until the credentials work again.
+"""
 
 from __future__ import annotations
 
@@ -10,24 +16,33 @@ import time
 
 from relay.metrics import RelayMetrics
 from relay.outbox.outbox import Outbox
-from relay.sinks.base import Sink, SinkError
+from relay.sinks.base import Sink, SinkError, SinkUnauthorizedError
 
 __all__ = ["Shipper"]
 
 log = logging.getLogger(__name__)
 
-_BACKOFF_BASE = 0.5
-_BACKOFF_CAP = 60.0
-
 
 class Shipper:
-    def __init__(self, outbox: Outbox, sink: Sink, metrics: RelayMetrics, interval: float) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        sink: Sink,
+        metrics: RelayMetrics,
+        interval: float,
+        *,
+        retry_base: float,
+        retry_max: float,
+    ) -> None:
         self._outbox = outbox
         self._sink = sink
         self._metrics = metrics
         self._interval = interval
+        self._retry_base = retry_base
+        self._retry_max = retry_max
         self._wake = asyncio.Event()
         self._failures = 0
+        self.paused = False
         # One drain at a time: the loop and a shutdown flush must not ship the same batch at once.
         self._lock = asyncio.Lock()
 
@@ -38,12 +53,16 @@ class Shipper:
         while True:
             await self.ship_pending()
             delay = self._interval if self._failures == 0 else self._backoff()
+            # asyncio.timeout, not wait_for: on 3.11 a cancel that lands as wait_for times out
+            # comes back as TimeoutError, which this suppress would swallow, and the task
+            # would never stop (seen as a hang at shutdown).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
             self._wake.clear()
 
     def _backoff(self) -> float:
-        ceiling = min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** min(self._failures, 16))
+        ceiling = min(self._retry_max, self._retry_base * 2 ** min(self._failures, 16))
         return random.uniform(ceiling / 2, ceiling)
 
     async def ship_pending(self) -> bool:
@@ -57,6 +76,11 @@ class Shipper:
             started = time.perf_counter()
             try:
                 await self._sink.ship(documents)
+            except SinkUnauthorizedError as exc:
+                self._failures += 1
+                self._metrics.ship_attempts.labels(self._sink.name, "unauthorized").inc()
+                self._pause(exc)
+                return False
             except SinkError as exc:
                 self._failures += 1
                 self._metrics.ship_attempts.labels(self._sink.name, "error").inc()
@@ -64,9 +88,36 @@ class Shipper:
                     "shipping batch %d to %s failed (%s); will retry", seq, self._sink.name, exc
                 )
                 return False
+            except Exception:
+                # An error the sink did not foresee (an odd answer, a database error) must not end
+                # the shipping task for good: the batch stays and is tried again like any failure.
+                self._failures += 1
+                self._metrics.ship_attempts.labels(self._sink.name, "error").inc()
+                log.exception("shipping batch %d to %s failed; will retry", seq, self._sink.name)
+                return False
             self._failures = 0
+            self._resume()
             self._metrics.ship_attempts.labels(self._sink.name, "ok").inc()
             self._metrics.ship_latency.observe(time.perf_counter() - started)
             self._outbox.shipped(seq)
             self._metrics.update_outbox(self._outbox)
         return True
+
+    def _pause(self, exc: SinkUnauthorizedError) -> None:
+        if not self.paused:
+            # Once per pause: the condition needs a person, and repeating it every probe is noise.
+            log.error(
+                "%s refuses the relay's credentials (%s): shipping paused, nothing is dropped; "
+                "fix sink.api_key or the key's privileges (retrying, backoff up to %.0f s)",
+                self._sink.name,
+                exc,
+                self._retry_max,
+            )
+        self.paused = True
+        self._metrics.sink_paused.set(1)
+
+    def _resume(self) -> None:
+        if self.paused:
+            log.info("%s accepts the relay's credentials again: shipping resumed", self._sink.name)
+            self.paused = False
+            self._metrics.sink_paused.set(0)

@@ -7,11 +7,16 @@ from typing import Protocol
 
 from relay.sinks.documents import Document
 
-__all__ = ["Sink", "SinkError"]
+__all__ = ["Sink", "SinkError", "SinkUnauthorizedError"]
 
 
 class SinkError(Exception):
     """Delivery failed and should be retried later; nothing is dropped."""
+
+
+class SinkUnauthorizedError(SinkError):
+    """The sink refuses the relay's credentials: shipping pauses (and keeps probing) until an
+    operator fixes them; nothing is dropped."""
 
 
 class Sink(Protocol):

@@ -1,0 +1,351 @@
+"""A FAKE Elasticsearch 8.x for tests: an aiohttp server speaking the HTTP API, not Elasticsearch.
+
+It reproduces what relay depends on, at the HTTP level, so the real `elasticsearch` client runs
+against it unchanged:
+
+- `GET /` with `X-Elastic-Product: Elasticsearch` on every answer (the client's product check)
+  and compatibility-header handling as in ES 8 (`compatible-with=9` is refused with 400, which is
+  what an 8.x cluster does to the 9.x client);
+- `_bulk`: NDJSON parsing, `create` items answered one by one (201, or 409
+  version_conflict_engine_exception for an existing `_id`), `histogram` fields checked against
+  an installed template as ES does (values ascending, as many counts as values, counts ≥ 0);
+- `_search` (match_all, size), `_refresh`, `DELETE /<index pattern>`;
+- `_index_template`, `_ilm/policy`, `_security/api_key`: stored and recorded;
+- injectable faults (`Faults`): a whole-request status for every call (503, 401, 403), partial
+  429s inside a 200 bulk answer, a delay after applying a bulk (longer than the client's timeout:
+  the write is done, the answer is lost, as with a real timeout), and 400
+  mapper_parsing_exception for chosen documents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import fnmatch
+import itertools
+import json
+import re
+import secrets
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from relay.sinks.documents import Document
+
+__all__ = ["FakeElasticsearch", "Faults", "Recorded"]
+
+Api = Callable[[web.Request], Awaitable[tuple[int, Any]]]
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+VERSION = "8.15.0"
+_COMPAT = re.compile(r"compatible-with=(\d+)")
+_COMPAT_JSON = "application/vnd.elasticsearch+json;compatible-with=8"
+
+
+@dataclass
+class Faults:
+    status: int | None = None  # every request answered with this status (503, 401, 403)
+    throttle_every: int = 0  # in bulk answers, every n-th item is a 429 ...
+    throttle_budget: int = 0  # ... until this many items were throttled
+    delay: float = 0.0  # seconds before a bulk answer (after the bulk is applied)
+    reject_ids: set[str] = field(default_factory=set)  # 400 mapper_parsing_exception, always
+
+
+@dataclass(frozen=True)
+class Recorded:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any
+
+
+def _error(status: int, kind: str, reason: str, **extra: Any) -> dict[str, Any]:
+    cause = {"type": kind, "reason": reason, **extra}
+    return {"error": {"root_cause": [cause], **cause}, "status": status}
+
+
+class FakeElasticsearch:
+    def __init__(self) -> None:
+        self.faults = Faults()
+        self.indices: dict[str, dict[str, dict[str, Any]]] = {}
+        self.created_order: list[str] = []  # ids in the order they were first stored
+        self.bulk_requests: list[list[tuple[str, int]]] = []  # (id, status) per _bulk item
+        self.item_statuses: Counter[int] = Counter()
+        self.requests: list[Recorded] = []  # every request other than _bulk and _search
+        self.templates: dict[str, dict[str, Any]] = {}
+        self.policies: dict[str, dict[str, Any]] = {}
+        self.api_keys: list[dict[str, Any]] = []
+        self._item_counter = itertools.count(1)
+        self._closing = asyncio.Event()
+        self._server: TestServer | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application()
+        r = app.router
+        r.add_get("/", self._endpoint(self._info))
+        for path, api in (
+            ("/_bulk", self._bulk),
+            ("/{index}/_bulk", self._bulk),
+            ("/_refresh", self._refresh),
+            ("/{index}/_refresh", self._refresh),
+            ("/{index}/_search", self._search),
+            ("/_index_template/{name}", self._index_template),
+            ("/_ilm/policy/{name}", self._ilm_policy),
+            ("/_security/api_key", self._api_key),
+        ):
+            r.add_route("*", path, self._endpoint(api))
+        r.add_delete("/{index}", self._endpoint(self._delete_index))
+        self._server = TestServer(app, host="127.0.0.1")
+        await self._server.start_server()
+
+    async def close(self) -> None:
+        self._closing.set()  # delayed answers give up at once
+        if self._server is not None:
+            await self._server.close()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return str(self._server.make_url("/")).rstrip("/")
+
+    # -- what the tests read --------------------------------------------------------------------
+
+    def documents(self) -> dict[str, Document]:
+        return {
+            doc_id: Document(index, doc_id, source)
+            for index, docs in self.indices.items()
+            for doc_id, source in docs.items()
+        }
+
+    def recorded(self, method: str, path: str) -> list[Recorded]:
+        return [r for r in self.requests if r.method == method and r.path == path]
+
+    # -- protocol -------------------------------------------------------------------------------
+
+    def _endpoint(self, api: Api) -> Handler:
+        """The HTTP side every endpoint shares: compat headers, injected faults, product header."""
+
+        async def handle(request: web.Request) -> web.Response:
+            compat = {
+                int(m.group(1))
+                for name in ("Accept", "Content-Type")
+                if (m := _COMPAT.search(request.headers.get(name, "")))
+            }
+            if compat - {7, 8}:
+                reason = "Invalid media-type value on headers [Accept, Content-Type]"
+                status, body = 400, _error(400, "media_type_header_exception", reason)
+            elif self.faults.status is not None:
+                status, body = self.faults.status, self._fault_body(self.faults.status)
+            else:
+                status, body = await api(request)
+            headers = {"X-Elastic-Product": "Elasticsearch"}
+            if status == 401:
+                headers["WWW-Authenticate"] = 'ApiKey, Basic realm="security", charset="UTF-8"'
+            media = _COMPAT_JSON if compat else "application/json"
+            return web.Response(
+                status=status,
+                body=json.dumps(body).encode(),
+                headers={**headers, "Content-Type": media},
+            )
+
+        return handle
+
+    @staticmethod
+    def _fault_body(status: int) -> dict[str, Any]:
+        if status == 401:
+            return _error(
+                401, "security_exception", "unable to authenticate with provided credentials"
+            )
+        if status == 403:
+            return _error(
+                403, "security_exception", "action [indices:data/write/bulk] is unauthorized"
+            )
+        if status == 429:
+            return _error(429, "es_rejected_execution_exception", "rejected execution")
+        return _error(status, "cluster_block_exception", "blocked by: [SERVICE_UNAVAILABLE]")
+
+    async def _record(self, request: web.Request) -> Any:
+        raw = await request.read()
+        body = json.loads(raw) if raw else None
+        self.requests.append(
+            Recorded(
+                request.method,
+                request.path,
+                dict(request.query),
+                {k: v for k, v in request.headers.items() if k.lower() in _RECORDED_HEADERS},
+                body,
+            )
+        )
+        return body
+
+    async def _info(self, request: web.Request) -> tuple[int, Any]:
+        await self._record(request)
+        return 200, {
+            "name": "fake-node",
+            "cluster_name": "fake-cluster",
+            "cluster_uuid": "fake",
+            "version": {
+                "number": VERSION,
+                "build_flavor": "default",
+                "minimum_wire_compatibility_version": "7.17.0",
+                "minimum_index_compatibility_version": "7.0.0",
+            },
+            "tagline": "You Know, for Search",
+        }
+
+    # -- documents ------------------------------------------------------------------------------
+
+    async def _bulk(self, request: web.Request) -> tuple[int, Any]:
+        lines = [line for line in (await request.read()).split(b"\n") if line.strip()]
+        started = time.perf_counter()
+        items: list[dict[str, Any]] = []
+        answered: list[tuple[str, int]] = []
+        for action_line, source_line in zip(lines[::2], lines[1::2], strict=True):
+            [(action, meta)] = json.loads(action_line).items()
+            if action != "create":
+                return 400, _error(400, "illegal_argument_exception", f"fake: no {action}")
+            index = meta.get("_index") or request.match_info["index"]
+            status, extra = self._create(index, meta["_id"], json.loads(source_line))
+            answered.append((meta["_id"], status))
+            self.item_statuses[status] += 1
+            items.append({action: {"_index": index, "_id": meta["_id"], "status": status, **extra}})
+        self.bulk_requests.append(answered)
+        if self.faults.delay:
+            # The bulk is applied; only its answer is late (then lost when the client gives up).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), self.faults.delay)
+        took = int((time.perf_counter() - started) * 1000)
+        errors = any(item["create"]["status"] >= 300 for item in items)
+        return 200, {"took": took, "errors": errors, "items": items}
+
+    def _create(
+        self, index: str, doc_id: str, source: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        faults = self.faults
+        if doc_id in faults.reject_ids:
+            reason = "failed to parse field [region] of type [keyword] (fault injected by the test)"
+            return 400, {"error": {"type": "mapper_parsing_exception", "reason": reason}}
+        if faults.throttle_budget and next(self._item_counter) % faults.throttle_every == 0:
+            faults.throttle_budget -= 1
+            reason = "rejected execution of coordinating operation"
+            return 429, {"error": {"type": "es_rejected_execution_exception", "reason": reason}}
+        docs = self.indices.setdefault(index, {})
+        if doc_id in docs:
+            reason = f"[{doc_id}]: version conflict, document already exists (current version [1])"
+            return 409, {"error": {"type": "version_conflict_engine_exception", "reason": reason}}
+        problem = self._histogram_problem(index, source)
+        if problem:
+            return 400, {"error": {"type": "document_parsing_exception", "reason": problem}}
+        docs[doc_id] = source
+        self.created_order.append(doc_id)
+        return 201, {
+            "result": "created",
+            "_version": 1,
+            "_seq_no": len(docs) - 1,
+            "_primary_term": 1,
+        }
+
+    def _histogram_problem(self, index: str, source: dict[str, Any]) -> str | None:
+        """What ES's histogram field mapper would refuse in `source`, under a matching template."""
+        for template in self.templates.values():
+            if not any(fnmatch.fnmatch(index, p) for p in template["index_patterns"]):
+                continue
+            for name, mapping in template["template"]["mappings"]["properties"].items():
+                if mapping.get("type") != "histogram" or name not in source:
+                    continue
+                values, counts = source[name].get("values"), source[name].get("counts")
+                if values is None or counts is None or len(values) != len(counts):
+                    return f"failed to parse field [{name}] of type [histogram]"
+                if values != sorted(values) or any(c < 0 for c in counts):
+                    return f"failed to parse field [{name}] of type [histogram]"
+        return None
+
+    async def _refresh(self, request: web.Request) -> tuple[int, Any]:
+        return 200, {"_shards": {"total": 1, "successful": 1, "failed": 0}}
+
+    async def _search(self, request: web.Request) -> tuple[int, Any]:
+        raw = await request.read()
+        body = json.loads(raw) if raw else {}
+        if set(body.get("query", {"match_all": {}})) != {"match_all"}:
+            return 400, _error(400, "parsing_exception", "fake: only match_all")
+        pattern = request.match_info["index"]
+        hits = [
+            {"_index": index, "_id": doc_id, "_score": 1.0, "_source": source}
+            for index in sorted(self.indices)
+            if any(fnmatch.fnmatch(index, p) for p in pattern.split(","))
+            for doc_id, source in sorted(self.indices[index].items())
+        ]
+        size = int(body.get("size", request.query.get("size", 10)))
+        return 200, {
+            "took": 0,
+            "timed_out": False,
+            "hits": {"total": {"value": len(hits), "relation": "eq"}, "hits": hits[:size]},
+        }
+
+    async def _delete_index(self, request: web.Request) -> tuple[int, Any]:
+        await self._record(request)
+        for pattern in request.match_info["index"].split(","):
+            for index in [i for i in self.indices if fnmatch.fnmatch(i, pattern)]:
+                del self.indices[index]
+        return 200, {"acknowledged": True}
+
+    # -- setup APIs -----------------------------------------------------------------------------
+
+    async def _index_template(self, request: web.Request) -> tuple[int, Any]:
+        body = await self._record(request)
+        name = request.match_info["name"]
+        if request.method in ("PUT", "POST"):
+            self.templates[name] = body
+            return 200, {"acknowledged": True}
+        if name not in self.templates:
+            return 404, _error(404, "resource_not_found_exception", f"index template [{name}]")
+        if request.method == "DELETE":
+            del self.templates[name]
+            return 200, {"acknowledged": True}
+        return 200, {"index_templates": [{"name": name, "index_template": self.templates[name]}]}
+
+    async def _ilm_policy(self, request: web.Request) -> tuple[int, Any]:
+        body = await self._record(request)
+        name = request.match_info["name"]
+        if request.method == "PUT":
+            self.policies[name] = body["policy"]
+            return 200, {"acknowledged": True}
+        if name not in self.policies:
+            reason = f"Lifecycle policy not found: {name}"
+            return 404, _error(404, "resource_not_found_exception", reason)
+        if request.method == "DELETE":
+            del self.policies[name]
+            return 200, {"acknowledged": True}
+        return 200, {name: {"version": 1, "policy": self.policies[name]}}
+
+    async def _api_key(self, request: web.Request) -> tuple[int, Any]:
+        body = await self._record(request)
+        if request.method == "GET":
+            pattern = request.query.get("name", "*")
+            keys = [k for k in self.api_keys if fnmatch.fnmatchcase(k["name"], pattern)]
+            return 200, {"api_keys": keys}
+        key_id, secret = secrets.token_hex(10), secrets.token_urlsafe(16)
+        self.api_keys.append(
+            {
+                "id": key_id,
+                "name": body["name"],
+                "creation": int(time.time() * 1000),
+                "invalidated": False,
+                "metadata": body.get("metadata", {}),
+                "role_descriptors": body.get("role_descriptors", {}),
+            }
+        )
+        encoded = base64.b64encode(f"{key_id}:{secret}".encode()).decode()
+        return 200, {"id": key_id, "name": body["name"], "api_key": secret, "encoded": encoded}
+
+
+_RECORDED_HEADERS = {"authorization", "accept", "content-type"}
