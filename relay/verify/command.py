@@ -1,0 +1,118 @@
+"""`relay verify` (DESIGN §2, pinned): exit 0 = no findings, 1 = findings, 2 = could not run."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Generator
+from pathlib import Path
+
+import orjson
+
+from relay.registry import Registry, RegistryError
+from relay.sinks.documents import Document
+from relay.verify.elasticsearch import elasticsearch_documents
+from relay.verify.errors import SourceError, VerifyError
+from relay.verify.report import VerificationReport
+from relay.verify.sources import ndjson_documents, store_documents
+from relay.verify.verifier import verify_documents
+
+__all__ = ["add_verify_command"]
+
+
+def add_verify_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    verify = commands.add_parser(
+        "verify",
+        help="check signed batches and summaries against an operator registry",
+        description="Check every batch and summary against the registry (DESIGN §5.6). "
+        "Exit status: 0 no findings, 1 findings, 2 could not run.",
+    )
+    verify.add_argument("--registry", type=Path, required=True, help="operator registry YAML")
+    source = verify.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--store", type=Path, help="embedded store: store.sqlite, or the data_dir holding it"
+    )
+    source.add_argument("--es", metavar="URL", help="Elasticsearch holding the documents")
+    source.add_argument(
+        "--input", metavar="FILE.ndjson", help="`relay export` output ('-' for stdin)"
+    )
+    verify.add_argument("--es-api-key", metavar="KEY", help="Elasticsearch API key (read access)")
+    verify.add_argument(
+        "--index-prefix", default="relay-", help="Elasticsearch index prefix (default: relay-)"
+    )
+    verify.add_argument("--json", action="store_true", help="print a machine-readable report")
+    verify.add_argument(
+        "--checkpoint",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a checkpoint note saved earlier (GET /v1/operator .checkpoint); repeatable",
+    )
+    verify.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        registry = Registry.load(args.registry)
+        saved = [_read_note(path) for path in args.checkpoint]
+        with contextlib.closing(_documents(args)) as documents:
+            report = verify_documents(registry, documents, saved_checkpoints=saved)
+    except (RegistryError, VerifyError) as exc:
+        print(f"relay verify: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        _print_text(report)
+    return 0 if report.ok else 1
+
+
+def _read_note(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VerifyError(f"cannot read checkpoint {path}: {exc}") from exc
+    # `jq -r` and editors add a final newline after the note's own; a note ends in exactly one.
+    return text.rstrip("\n") + "\n"
+
+
+def _documents(args: argparse.Namespace) -> Generator[Document, None, None]:
+    if args.store is not None:
+        yield from store_documents(args.store)
+    elif args.es is not None:
+        yield from elasticsearch_documents(
+            args.es, api_key=args.es_api_key, index_prefix=args.index_prefix
+        )
+    elif args.input == "-":
+        yield from ndjson_documents(sys.stdin.buffer, "<stdin>")
+    else:
+        try:
+            with Path(args.input).open("rb") as stream:
+                yield from ndjson_documents(stream, args.input)
+        except OSError as exc:  # opening it; read errors are SourceErrors already
+            raise SourceError(f"cannot open {args.input}: {exc}") from exc
+
+
+def _print_text(report: VerificationReport) -> None:
+    for finding in report.findings:
+        where = " ".join(
+            part
+            for part in (
+                finding.origin,
+                None if finding.seq is None else f"seq {finding.seq}",
+                None if finding.doc_id is None else f"({finding.doc_id})",
+            )
+            if part
+        )
+        print(f"{finding.code}: {where}: {finding.message}")
+    for origin, totals in sorted(report.origins.items()):
+        head = report.heads.get(origin)
+        at = "no verified head" if head is None else f"head seq {head.seq} {head.batch_hash}"
+        print(
+            f"{origin}: {totals.batches} batches ({totals.verified} verified), "
+            f"{totals.summaries} summaries checked, {at}"
+        )
+    count = len(report.findings)
+    print(f"{count} finding{'' if count == 1 else 's'}" if count else "no findings")

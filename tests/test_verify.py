@@ -1,0 +1,417 @@
+"""`relay verify`: an honest export verifies clean, and each kind of tampering is named.
+
+The data comes from a real relay (real HTTP, WAL, sealing, signing, outbox, embedded store); the
+tampering is done on the exported documents, as someone with write access to Elasticsearch (or
+with the operator key, for the forger) would.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from relay.attest.canonical import canonical_json
+from relay.attest.keys import OperatorKey
+from relay.cli import main
+from relay.registry import Registry
+from relay.sinks.documents import Document
+from relay.verify import Finding, verify_documents
+from relay.verify.elasticsearch import SORT, documents_from_hits, search_hits
+from tests.conftest import T0_MS, RunningRelay
+from tests.verify_support import (
+    ORIGIN,
+    b64,
+    codes,
+    forge,
+    honest_export,
+    is_batch,
+    operator_key,
+    registry_of,
+    verify,
+    with_source,
+    without,
+    write_ndjson,
+)
+
+StartRelay = Callable[..., Any]
+SEQS = 4  # batches in the honest export, two summaries each
+
+
+@dataclass
+class Export:
+    running: RunningRelay
+    documents: list[Document]
+    registry: Registry
+    key: OperatorKey
+
+    def batch(self, seq: int) -> Document:
+        return next(d for d in self.documents if is_batch(d) and d.source["seq"] == seq)
+
+    def summary(self, seq: int, i: int) -> Document:
+        return next(
+            d
+            for d in self.documents
+            if not is_batch(d) and d.source["seq"] == seq and d.source["i"] == i
+        )
+
+    def replace(self, old: Document, new: Document) -> list[Document]:
+        return [new if d is old else d for d in self.documents]
+
+
+@pytest.fixture
+async def export(start_relay: StartRelay) -> Export:
+    running: RunningRelay = await start_relay()
+    documents = await honest_export(running, SEQS)
+    return Export(running, documents, registry_of(running), operator_key(running))
+
+
+async def test_honest_export_verifies_clean(export: Export) -> None:
+    report = verify(export.registry, export.documents)
+    assert report.findings == []
+    assert report.verified == {(ORIGIN, seq) for seq in range(SEQS)}
+    assert (report.batches_checked, report.summaries_checked) == (SEQS, 2 * SEQS)
+    head = report.heads[ORIGIN]
+    last = export.batch(SEQS - 1).source
+    assert (head.seq, head.batch_hash, head.checkpoint) == (
+        SEQS - 1,
+        last["batch_hash"],
+        last["checkpoint"],
+    )
+    assert head.last_window_end_ms == T0_MS + SEQS * 60_000
+    # The head checkpoint is what the relay serves to auditors.
+    async with export.running.http.get(export.running.url("/v1/operator")) as resp:
+        operator = await resp.json()
+    assert operator["checkpoint"] == head.checkpoint
+    assert report.to_dict()["origins"][ORIGIN]["batches_verified"] == SEQS
+
+
+def tamper_summary_count(export: Export) -> list[Document]:
+    summary = export.summary(1, 0)
+    return export.replace(summary, with_source(summary, requests=summary.source["requests"] + 1))
+
+
+def delete_batch(export: Export) -> list[Document]:
+    return without(export.documents, lambda d: d.source["seq"] == 2)
+
+
+def flip_signature(export: Export) -> list[Document]:
+    batch = export.batch(1)
+    sig = bytearray(orjson.loads(orjson.dumps(batch.source["sig"])).encode())
+    sig[5] = ord("A") if sig[5] != ord("A") else ord("B")
+    return export.replace(batch, with_source(batch, sig=sig.decode()))
+
+
+def reserialise_signed_header(export: Export) -> list[Document]:
+    """The operator key signs the same header with white space and reversed key order."""
+
+    def encode(seq: int, header: dict[str, Any]) -> bytes:
+        if seq != 1:
+            return canonical_json(header)
+        return json.dumps(dict(reversed(header.items())), indent=1).encode()
+
+    return forge(export.documents, lambda seq: export.key, encode=encode)
+
+
+def reserialise_signed_leaf(export: Export) -> list[Document]:
+    """A Merkle tree built over a leaf with white space: included, signed, not canonical."""
+    summary = export.summary(2, 1)
+    leaf = json.dumps(json.loads(summary.source["att"]["leaf"]), indent=1)
+    tampered = with_source(summary, att={**summary.source["att"], "leaf": leaf})
+    return forge(export.replace(summary, tampered), lambda seq: export.key)
+
+
+def remove_summary(export: Export) -> list[Document]:
+    return without(export.documents, lambda d: d is export.summary(3, 1))
+
+
+def rewrite_signed_leaf(export: Export) -> list[Document]:
+    summary = export.summary(1, 1)
+    fields = {**summary.source, "requests": summary.source["requests"] + 5}
+    del fields["att"]
+    leaf = canonical_json(fields).decode()
+    return export.replace(
+        summary, with_source(summary, **fields, att={**summary.source["att"], "leaf": leaf})
+    )
+
+
+def equivocate_in_group(export: Export) -> list[Document]:
+    """A second signed batch for seq 2 beside the first (as in two monthly indices)."""
+    fork = forge(export.documents, lambda seq: export.key, edit=_more_accepted_in(2))
+    forked = next(d for d in fork if is_batch(d) and d.source["seq"] == 2)
+    at = export.documents.index(export.batch(2)) + 1
+    return [*export.documents[:at], forked, *export.documents[at:]]
+
+
+def equivocate_by_concatenation(export: Export) -> list[Document]:
+    """Two exports concatenated, the second with a different seq 2 and its summaries."""
+    fork = forge(export.documents, lambda seq: export.key, edit=_more_accepted_in(2))
+    return export.documents + [d for d in fork if d.source["seq"] == 2]
+
+
+def _more_accepted_in(
+    target: int, *, balanced: bool = True
+) -> Callable[[int, dict[str, Any]], None]:
+    """One more accepted event in batch ``target``; balanced: one that was over the cap."""
+
+    def edit(seq: int, header: dict[str, Any]) -> None:
+        if seq == target:
+            header["stats"]["accepted"] += 1
+            header["stats"]["over_cap"] += balanced
+
+    return edit
+
+
+def unbalance_stats(export: Export) -> list[Document]:
+    """Signed stats claiming an event that no published summary counts (aggregate mode)."""
+    return forge(
+        export.documents, lambda seq: export.key, edit=_more_accepted_in(1, balanced=False)
+    )
+
+
+def sign_with_unregistered_key(export: Export) -> list[Document]:
+    stranger = OperatorKey.generate(ORIGIN)
+    return forge(export.documents, lambda seq: stranger if seq == 2 else export.key)
+
+
+def orphan_summaries(export: Export) -> list[Document]:
+    return without(export.documents, lambda d: d is export.batch(2))
+
+
+def shift_window(export: Export) -> list[Document]:
+    def edit(seq: int, header: dict[str, Any]) -> None:
+        if seq == 2:
+            header["window_start_ms"] += 1_000
+
+    return forge(export.documents, lambda seq: export.key, edit=edit)
+
+
+def break_prev_link(export: Export) -> list[Document]:
+    def edit(seq: int, header: dict[str, Any]) -> None:
+        if seq == 2:
+            header["prev"] = b64(bytes(range(32)))
+
+    return forge(export.documents, lambda seq: export.key, edit=edit)
+
+
+def sign_in_the_future(export: Export) -> list[Document]:
+    def edit(seq: int, header: dict[str, Any]) -> None:
+        if seq == 3:
+            header["signed_at_ms"] += 10 * 365 * 86_400_000
+
+    return forge(export.documents, lambda seq: export.key, edit=edit)
+
+
+def seal_before_window_end(export: Export) -> list[Document]:
+    def edit(seq: int, header: dict[str, Any]) -> None:
+        if seq == 1:
+            header["signed_at_ms"] = header["window_end_ms"] - 1
+
+    return forge(export.documents, lambda seq: export.key, edit=edit)
+
+
+def swap_stored_checkpoint(export: Export) -> list[Document]:
+    batch = export.batch(2)
+    return export.replace(
+        batch, with_source(batch, checkpoint=export.batch(1).source["checkpoint"])
+    )
+
+
+def edit_batch_copy(export: Export) -> list[Document]:
+    batch = export.batch(0)
+    return export.replace(batch, with_source(batch, n=batch.source["n"] + 1))
+
+
+TAMPERING: list[tuple[Callable[[Export], list[Document]], set[str], set[int]]] = [
+    # (tampering, the codes reported, seqs no longer verified)
+    (tamper_summary_count, {"leaf_mismatch"}, {1}),
+    (delete_batch, {"seq_gap"}, {2, 3}),
+    (flip_signature, {"bad_signature"}, {1, 2}),
+    (reserialise_signed_header, {"non_canonical"}, {1, 2}),
+    (reserialise_signed_leaf, {"non_canonical"}, {2}),
+    (remove_summary, {"summary_count_mismatch"}, {3}),
+    (unbalance_stats, {"summary_count_mismatch"}, {1}),
+    (rewrite_signed_leaf, {"bad_inclusion_proof", "root_mismatch"}, {1}),
+    (equivocate_in_group, {"equivocation"}, {2}),
+    (equivocate_by_concatenation, {"equivocation"}, {2}),
+    (sign_with_unregistered_key, {"unknown_key"}, {2, 3}),
+    (orphan_summaries, {"orphan_summary", "seq_gap"}, {2, 3}),
+    (shift_window, {"window_discontinuity"}, {2}),
+    (break_prev_link, {"prev_mismatch"}, {2}),
+    (sign_in_the_future, {"future_timestamp"}, {3}),
+    (seal_before_window_end, {"future_timestamp"}, {1}),
+    (swap_stored_checkpoint, {"checkpoint_mismatch"}, {2}),
+    (edit_batch_copy, {"leaf_mismatch"}, {0}),
+]
+
+
+@pytest.mark.parametrize(
+    ("tamper", "expected", "unverified"), TAMPERING, ids=[t[0].__name__ for t in TAMPERING]
+)
+async def test_tampering_is_named(
+    export: Export,
+    tamper: Callable[[Export], list[Document]],
+    expected: set[str],
+    unverified: set[int],
+) -> None:
+    report = verify(export.registry, tamper(export))
+    assert codes(report) == expected, report.findings
+    assert all(f.origin == ORIGIN and f.seq is not None for f in report.findings)
+    assert report.verified == {(ORIGIN, seq) for seq in range(SEQS) if seq not in unverified}
+
+
+async def test_findings_name_the_document(export: Export) -> None:
+    report = verify(export.registry, tamper_summary_count(export))
+    (finding,) = report.findings
+    assert finding == Finding(
+        "leaf_mismatch",
+        ORIGIN,
+        1,
+        f"{ORIGIN}|s|1|0",
+        "searchable fields ['requests'] differ from the signed leaf",
+    )
+    assert finding.to_dict()["doc_id"] == f"{ORIGIN}|s|1|0"
+
+
+async def test_key_used_outside_its_registry_validity(export: Export) -> None:
+    registry = export.registry.model_copy(deep=True)
+    registry.operators[0].keys[0].valid_until_seq = 1
+    report = verify(registry, export.documents)
+    assert [(f.code, f.seq) for f in report.findings] == [
+        ("key_not_valid_for_seq", 2),
+        ("key_not_valid_for_seq", 3),
+    ]
+
+
+async def test_unregistered_origin_reports_unknown_key(export: Export) -> None:
+    report = verify(Registry(), export.documents)
+    assert [(f.code, f.seq) for f in report.findings] == [("unknown_key", s) for s in range(SEQS)]
+    assert report.summaries_checked == 0 and report.verified == set()
+
+
+async def test_future_timestamp_against_the_auditor_clock(export: Export) -> None:
+    # The batches were signed 70 to 250 s after T0; the auditor allows 5 minutes of clock skew.
+    behind = verify(export.registry, export.documents, now_ms=T0_MS - 3_600_000)
+    assert [(f.code, f.seq) for f in behind.findings] == [
+        ("future_timestamp", s) for s in range(SEQS)
+    ]
+    assert verify(export.registry, export.documents, now_ms=T0_MS).findings == []
+
+
+async def test_elasticsearch_hits_seam(export: Export) -> None:
+    hits = [
+        {"_index": d.index, "_id": d.id, "_source": d.source, "sort": []} for d in export.documents
+    ]
+    report = verify_documents(export.registry, documents_from_hits(hits))
+    assert report.findings == [] and len(report.verified) == SEQS
+
+
+# -- the command ------------------------------------------------------------------------------
+
+
+async def test_cli_exit_codes_and_json(
+    export: Export, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = str(export.running.relay.settings.registry_path)
+    data_dir = str(export.running.relay.settings.data_dir)
+    honest = write_ndjson(tmp_path / "honest.ndjson", export.documents)
+    tampered = write_ndjson(tmp_path / "tampered.ndjson", delete_batch(export))
+
+    assert main(["verify", "--registry", registry, "--input", str(honest)]) == 0
+    assert main(["verify", "--registry", registry, "--store", data_dir]) == 0
+    assert "no findings" in capsys.readouterr().out
+
+    assert main(["verify", "--registry", registry, "--input", str(tampered)]) == 1
+    assert capsys.readouterr().out.startswith(
+        f"seq_gap: {ORIGIN} seq 3 ({ORIGIN}|b|3): batch 2 is missing before seq 3\n"
+    )
+    assert main(["verify", "--registry", registry, "--input", str(tampered), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is False
+    assert [f["code"] for f in report["findings"]] == ["seq_gap"]
+    assert report["findings"][0] == {
+        "code": "seq_gap",
+        "origin": ORIGIN,
+        "seq": 3,
+        "doc_id": f"{ORIGIN}|b|3",
+        "message": "batch 2 is missing before seq 3",
+    }
+    summary = report["origins"][ORIGIN]
+    assert (summary["batches"], summary["summaries_checked"]) == (SEQS - 1, 2 * (SEQS - 1))
+    assert summary["head"]["seq"] == SEQS - 1
+
+    # Could not run: 2.
+    bad_registry = tmp_path / "registry.yaml"
+    bad_registry.write_text("operators: [{origin: x, keys: [{vkey: nonsense}]}]\n")
+    assert main(["verify", "--registry", str(bad_registry), "--input", str(honest)]) == 2
+    assert main(["verify", "--registry", registry, "--input", str(tmp_path / "none")]) == 2
+    assert main(["verify", "--registry", registry, "--store", str(tmp_path / "none")]) == 2
+    (tmp_path / "broken.ndjson").write_bytes(honest.read_bytes()[:-20] + b"\n")
+    assert main(["verify", "--registry", registry, "--input", str(tmp_path / "broken.ndjson")]) == 2
+    assert "relay verify:" in capsys.readouterr().err
+
+
+async def test_cli_in_a_subprocess(export: Export, tmp_path: Path) -> None:
+    registry = str(export.running.relay.settings.registry_path)
+    honest = write_ndjson(tmp_path / "honest.ndjson", export.documents)
+    command = [sys.executable, "-m", "relay", "verify", "--registry", registry, "--input", "-"]
+    run = subprocess.run(command, input=honest.read_text(), capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.splitlines() == [
+        f"{ORIGIN}: {SEQS} batches ({SEQS} verified), {2 * SEQS} summaries checked, "
+        f"head seq {SEQS - 1} {export.batch(SEQS - 1).source['batch_hash']}",
+        "no findings",
+    ]
+
+
+class _StubElasticsearch:
+    """Just enough of the client for the paging: a PIT, pages by search_after, close."""
+
+    def __init__(self, hits: list[dict[str, Any]]) -> None:
+        self.hits = hits
+        self.requests: list[dict[str, Any]] = []
+        self.closed: list[str] = []
+
+    def open_point_in_time(self, *, index: str, keep_alive: str) -> dict[str, str]:
+        self.requests.append({"open": index})
+        return {"id": "pit-1"}
+
+    def search(self, **request: Any) -> dict[str, Any]:
+        self.requests.append(request)
+        after = request["search_after"]
+        start = 0 if after is None else after[0] + 1
+        page = [
+            {**hit, "sort": [n]}
+            for n, hit in enumerate(self.hits)
+            if start <= n < start + request["size"]
+        ]
+        return {"pit_id": "pit-2", "hits": {"hits": page}}
+
+    def close_point_in_time(self, *, id: str) -> None:
+        self.closed.append(id)
+
+
+async def test_elasticsearch_paging(export: Export) -> None:
+    hits = [{"_index": d.index, "_id": d.id, "_source": d.source} for d in export.documents]
+    client = _StubElasticsearch(hits)
+    found = list(search_hits(client, "relay-", page_size=5))  # type: ignore[arg-type]
+    assert [hit["_id"] for hit in found] == [d.id for d in export.documents]
+    assert client.requests[0] == {"open": "relay-batches-*,relay-summaries-*"}
+    assert [r["search_after"] for r in client.requests[1:]] == [None, [4], [9]]
+    assert all(r["sort"] == SORT and r["pit"]["id"] for r in client.requests[1:])
+    assert client.closed == ["pit-2"]
+
+
+async def test_a_summary_stored_twice_is_counted_once(export: Export) -> None:
+    duplicate = export.summary(2, 0)
+    at = export.documents.index(duplicate) + 1
+    documents = [*export.documents[:at], duplicate, *export.documents[at:]]
+    report = verify(export.registry, documents)
+    assert report.findings == [] and len(report.verified) == SEQS

@@ -1,0 +1,107 @@
+"""The summary check's shortcut around rfc8785 must decide exactly as RFC 8785 would."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import orjson
+import pytest
+import rfc8785
+
+from relay.attest.merkle import inclusion_proofs, leaf_hash, root
+from relay.verify.findings import Code
+from relay.verify.leaves import BatchTree, check_summary, read_summary
+
+BASE: dict[str, Any] = {"origin": "o", "seq": 0, "i": 0}
+ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def problem(leaf: bytes, searchable: dict[str, Any]) -> Code | None:
+    """Check a one-leaf batch whose root is ``leaf``, with ``searchable`` as stored fields.
+
+    Both ways of checking inclusion (rebuilt tree, RFC 9162 algorithm) must agree.
+    """
+    source = {**searchable, "att": {"leaf": leaf.decode(), "n": 1, "proof": []}}
+    summary = read_summary(source)
+    root = leaf_hash(leaf)
+    found = {check_summary(source, summary, 1, root, tree) for tree in (None, BatchTree([root]))}
+    assert len(found) == 1, found
+    (result,) = found
+    return None if result is None else result[0]
+
+
+def test_orjson_escapes_ascii_as_rfc8785_does() -> None:
+    for code in range(128):
+        assert orjson.dumps(chr(code)) == rfc8785.dumps(chr(code)), code
+
+
+@pytest.mark.parametrize(
+    "value",
+    [1e16, 0.5, 2**53 - 1, -(2**53 - 1), "é", "\u2028", "\U0001f600", None, [1.5, {"b": 1e-7}]],
+)
+def test_canonical_leaves_pass_whatever_path_they_take(value: object) -> None:
+    searchable = {**BASE, "x": value}
+    assert problem(rfc8785.dumps(searchable), searchable) is None
+
+
+@pytest.mark.parametrize(
+    ("leaf", "searchable"),
+    [
+        # orjson writes these bytes for the stored fields, but RFC 8785 would not.
+        (b'{"i":0,"origin":"o","seq":0,"x":1e+16}', {**BASE, "x": 1e16}),
+        (b'{"i":0,"origin":"o","seq":0,"x":9007199254740993}', {**BASE, "x": 2**53 + 1}),
+        # RFC 8785 sorts keys by UTF-16 code units, where U+1F600 (D83D DE00) comes before
+        # U+FB01; orjson sorts by code point, the other way round.
+        (
+            '{"i":0,"origin":"o","seq":0,"\ufb01":2,"\U0001f600":1}'.encode(),
+            {**BASE, "\ufb01": 2, "\U0001f600": 1},
+        ),
+        (b'{"i":0,"origin":"o","seq":0,"x":1,"x":1}', {**BASE, "x": 1}),
+        (b'{"i":0, "origin":"o","seq":0}', {**BASE}),
+    ],
+)
+def test_non_canonical_leaves_are_caught(leaf: bytes, searchable: dict[str, Any]) -> None:
+    assert problem(leaf, searchable) is Code.NON_CANONICAL
+
+
+@pytest.mark.parametrize(
+    ("signed", "stored"),
+    [(True, 1), (1, "1"), (None, float("nan")), ({"a": 1}, {"a": 1, "b": 0}), ([1, 2], [2, 1])],
+)
+def test_stored_fields_must_equal_the_leaf_exactly(signed: Any, stored: Any) -> None:
+    leaf = rfc8785.dumps({**BASE, "x": signed})
+    assert problem(leaf, {**BASE, "x": stored}) is Code.LEAF_MISMATCH
+
+
+def test_inclusion_is_checked_before_the_fields() -> None:
+    leaf = rfc8785.dumps({**BASE, "x": 1})
+    source = {**BASE, "x": 1, "att": {"leaf": leaf.decode(), "n": 2, "proof": []}}
+    assert check_summary(source, read_summary(source), 2, leaf_hash(leaf), None) == (
+        Code.BAD_INCLUSION_PROOF,
+        "leaf 0 and its proof do not lead to the signed root (n = 2)",
+    )
+
+
+def test_rebuilt_tree_accepts_exactly_the_audit_paths() -> None:
+    leaves = [rfc8785.dumps({**BASE, "i": i}) for i in range(5)]
+    hashes = [leaf_hash(leaf) for leaf in leaves]
+    tree = BatchTree(hashes)
+    assert tree.root == root(leaves)
+    for i, path in enumerate(inclusion_proofs(hashes)):
+        proof = [base64.b64encode(p).decode() for p in path]
+        source = {**BASE, "i": i, "att": {"leaf": leaves[i].decode(), "n": 5, "proof": proof}}
+        for candidate in (None, tree):
+            assert check_summary(source, read_summary(source), 5, tree.root, candidate) is None
+        # The same proof with the unused bits of its last base64 digit set decodes to the same
+        # bytes in lenient decoders; both paths refuse it.
+        last = proof[-1]
+        digit = ALPHABET.index(last[-2]) ^ 1  # the lowest of its 6 bits is past the 256th
+        lenient = last[:-2] + ALPHABET[digit] + last[-1]
+        assert base64.b64decode(lenient) == base64.b64decode(last)
+        source["att"]["proof"] = [*proof[:-1], lenient]
+        for candidate in (None, tree):
+            assert check_summary(source, read_summary(source), 5, tree.root, candidate) == (
+                Code.BAD_INCLUSION_PROOF,
+                f"leaf {i} and its proof do not lead to the signed root (n = 5)",
+            )
