@@ -1,0 +1,264 @@
+"""The lead API and dashboard over HTTP (aiohttp); `openapi.yaml`, tag `lead`, specifies it.
+
+Read-only. With `lead.api_tokens` set, every /v1 request needs one of the tokens as a bearer
+token; the dashboard's page and scripts hold no data and are served to anyone (the page asks for
+a token when the API answers 401). Every error is RFC 9457 problem+json.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from importlib import resources
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from relay.aggregate.cells import MAX_SAFE_INT
+from relay.ingest.problem import Problem, problem_response
+from relay.lead.service import LeadService
+from relay.lead.timerange import RangeError, TimeRange, parse_range, parse_step
+
+__all__ = ["SERVICE", "create_lead_app"]
+
+log = logging.getLogger(__name__)
+
+SERVICE = web.AppKey("lead_service", LeadService)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_ROLES = ("distributor", "storage")
+_ROLE = re.compile("|".join(_ROLES))
+_NODE_ID = re.compile(r"[A-Za-z0-9:._-]{1,128}")
+_STATIC_TYPES = {
+    "index.html": "text/html",
+    "dashboard.js": "text/javascript",
+    "dashboard.css": "text/css",
+}
+# The dashboard loads nothing from elsewhere and runs no inline script.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
+
+
+def _json(body: Any) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body),
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _bad(parameter: str, detail: str) -> Problem:
+    return Problem(400, "invalid-parameter", f"Invalid {parameter}", detail, parameter=parameter)
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    text = request.query.get(name, "false")
+    if text not in ("true", "false"):
+        raise _bad(name, f"{name} must be true or false")
+    return text == "true"
+
+
+def _int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not text.isascii() or not text.isdigit() or not low <= int(text) <= high:
+        raise _bad(name, f"{name} must be a whole number from {low} to {high}")
+    return int(text)
+
+
+def _path_int(request: web.Request, name: str) -> int:
+    text = request.match_info[name]
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_SAFE_INT:
+        raise _bad(name, f"{name} must be a whole number from 0 to 2^53 - 1")
+    return int(text)
+
+
+def _path_text(request: web.Request, name: str, pattern: re.Pattern[str]) -> str:
+    text = request.match_info[name]
+    if not pattern.fullmatch(text):
+        raise _bad(name, f"{name} must match {pattern.pattern}")
+    return text
+
+
+def _range(request: web.Request, now_ms: int) -> TimeRange:
+    try:
+        return parse_range(request.query.get("from"), request.query.get("to"), now_ms)
+    except RangeError as exc:
+        raise Problem(400, "invalid-range", "Invalid time range", str(exc)) from None
+
+
+def _choice(request: web.Request, name: str, allowed: tuple[str, ...]) -> str | None:
+    value = request.query.get(name)
+    if value is not None and value not in allowed:
+        raise _bad(name, f"{name} must be one of {', '.join(allowed)}")
+    return value
+
+
+def _region(request: web.Request) -> str | None:
+    value = request.query.get("region")
+    if value is not None and not (value.isascii() and value.isalpha() and len(value) == 2):
+        raise _bad("region", "region is a two-letter code such as EU or ZZ")
+    return None if value is None else value.upper()
+
+
+async def nodes(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    return _json(
+        await service.nodes(
+            _range(request, service.clock()),
+            role=_choice(request, "role", _ROLES),
+            region=_region(request),
+            include_unverified=_flag(request, "include_unverified"),
+        )
+    )
+
+
+async def series(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    time_range = _range(request, service.clock())
+    try:
+        step_ms = parse_step(request.query.get("step"), time_range)
+    except RangeError as exc:
+        raise Problem(400, "invalid-range", "Invalid step", str(exc)) from None
+    return _json(
+        await service.series(
+            _path_text(request, "role", _ROLE),
+            _path_text(request, "id", _NODE_ID),
+            time_range,
+            step_ms=step_ms,
+            region=_region(request),
+            include_unverified=_flag(request, "include_unverified"),
+        )
+    )
+
+
+async def operators(request: web.Request) -> web.Response:
+    return _json(await request.app[SERVICE].operators())
+
+
+async def batches(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    return _json(
+        await service.batches(
+            origin=request.query.get("origin"),
+            time_range=_range(request, service.clock()),
+            include_unverified=_flag(request, "include_unverified"),
+            limit=_int(request, "limit", 100, 1, 1000),
+            offset=_int(request, "offset", 0, 0, 9000),
+        )
+    )
+
+
+async def batch(request: web.Request) -> web.Response:
+    return _json(
+        await request.app[SERVICE].batch(
+            request.match_info["origin"],
+            _path_int(request, "seq"),
+            include_unverified=_flag(request, "include_unverified"),
+        )
+    )
+
+
+async def summary(request: web.Request) -> web.Response:
+    return _json(
+        await request.app[SERVICE].summary(
+            request.match_info["origin"],
+            _path_int(request, "seq"),
+            _path_int(request, "i"),
+            include_unverified=_flag(request, "include_unverified"),
+        )
+    )
+
+
+async def checkpoints(request: web.Request) -> web.Response:
+    return _json(
+        await request.app[SERVICE].checkpoints(
+            request.match_info["origin"],
+            include_unverified=_flag(request, "include_unverified"),
+            limit=_int(request, "limit", 100, 1, 1000),
+        )
+    )
+
+
+def _static(name: str) -> Handler:
+    body = resources.files("relay.lead").joinpath("static", name).read_bytes()
+    content_type = _STATIC_TYPES[name]
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(
+            body=body, content_type=content_type, charset="utf-8", headers=_PAGE_HEADERS
+        )
+
+    return handler
+
+
+async def root(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/dashboard")
+
+
+def _middleware(tokens: Mapping[str, str]) -> Callable[..., Awaitable[web.StreamResponse]]:
+    secrets = [token.encode() for token in tokens.values()]
+
+    def authorized(header: str | None) -> bool:
+        if header is None or not header.startswith("Bearer "):
+            return False
+        offered = header.removeprefix("Bearer ").strip().encode()
+        # Compare with every token, always: the time taken does not tell which one matched.
+        return sum(hmac.compare_digest(offered, secret) for secret in secrets) > 0
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            needs_token = secrets and request.path.startswith("/v1/")
+            if needs_token and not authorized(request.headers.get("Authorization")):
+                raise Problem(
+                    401,
+                    "unauthorized",
+                    "A valid bearer token is required",
+                    headers={"WWW-Authenticate": 'Bearer realm="relay-lead"'},
+                )
+            return await handler(request)
+        except Problem as problem:
+            return problem_response(problem)
+        except web.HTTPRedirection:
+            raise
+        except web.HTTPException as exc:
+            allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}
+            return problem_response(
+                Problem(exc.status, f"http-{exc.status}", exc.reason, headers=allow)
+            )
+        except Exception:
+            log.exception("lead API: %s %s failed", request.method, request.path)
+            return problem_response(Problem(500, "internal", "The lead API failed"))
+
+    return middleware
+
+
+def create_lead_app(service: LeadService, tokens: Mapping[str, str]) -> web.Application:
+    app = web.Application(middlewares=[_middleware(tokens)])
+    app[SERVICE] = service
+    # Path parameters are checked by the handlers, so a malformed one is a 400 naming it (an
+    # origin is only looked up: one that is not stored is a 404). An origin may hold a '/' (sent
+    # as is or as %2F): it takes all segments but the fixed ones.
+    app.router.add_get("/v1/nodes", nodes)
+    app.router.add_get("/v1/nodes/{role}/{id}/series", series)
+    app.router.add_get("/v1/operators", operators)
+    app.router.add_get("/v1/batches", batches)
+    app.router.add_get("/v1/batches/{origin:.+}/{seq}", batch)
+    app.router.add_get("/v1/summaries/{origin:.+}/{seq}/{i}", summary)
+    app.router.add_get("/v1/checkpoints/{origin:.+}", checkpoints)
+    app.router.add_get("/", root)
+    app.router.add_get("/dashboard", _static("index.html"))
+    for name in ("dashboard.js", "dashboard.css"):
+        app.router.add_get(f"/dashboard/{name}", _static(name))
+    return app

@@ -1,0 +1,81 @@
+"""`relay lead`: verify what the source holds, then serve the lead API and dashboard."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+
+from aiohttp import web
+
+from relay.config import Settings
+from relay.lead.api import create_lead_app
+from relay.lead.es_source import ElasticsearchSource
+from relay.lead.service import LeadService
+from relay.lead.source import Source
+from relay.lead.store_source import StoreSource
+from relay.lead.verification import VerificationCache
+from relay.serve import wall_clock_ms
+
+__all__ = ["build_service", "open_source", "run_lead"]
+
+log = logging.getLogger("relay.lead")
+
+
+def open_source(settings: Settings) -> Source:
+    source = settings.lead.source
+    if source.type == "store":
+        return StoreSource(settings.data_dir / "store.sqlite")
+    assert source.url is not None  # LeadSourceConfig requires it for elasticsearch
+    return ElasticsearchSource(
+        source.url,
+        api_key=source.api_key.get_secret_value() if source.api_key else None,
+        index_prefix=source.index_prefix,
+        ca_certs=source.ca_certs,
+    )
+
+
+async def build_service(
+    settings: Settings, source: Source, clock: Callable[[], int] = wall_clock_ms
+) -> LeadService:
+    """The service over ``source``, with its first verification done."""
+    cache = VerificationCache(
+        source,
+        settings.registry_path,
+        clock=clock,
+        interval_seconds=settings.lead.verify_interval_seconds,
+    )
+    await cache.refresh()
+    return LeadService(source, cache, settings.lead.thresholds, clock)
+
+
+async def run_lead(settings: Settings) -> None:
+    lead = settings.lead
+    source = open_source(settings)
+    try:
+        service = await build_service(settings, source)
+        tokens = {name: token.get_secret_value() for name, token in lead.api_tokens.items()}
+        runner = web.AppRunner(create_lead_app(service, tokens), handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, lead.listen.host, lead.listen.port)
+        await site.start()
+        refresher = asyncio.get_running_loop().create_task(service.verification.run())
+        log.info(
+            "relay lead listening (source %s%s)",
+            lead.source.type,
+            ", bearer tokens required" if tokens else "",
+        )
+        print(f"dashboard: http://{lead.listen.host}:{lead.listen.port}/dashboard", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        await stop.wait()
+        refresher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await refresher
+        await runner.cleanup()
+    finally:
+        await source.close()
