@@ -6,7 +6,8 @@ import json
 import math
 
 import pytest
-from hypothesis import given
+import rfc8785
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.attest import NonCanonicalError, canonical_json, is_canonical
@@ -169,3 +170,36 @@ def test_canonical_output_is_recognised_as_canonical(value: object) -> None:
 def test_pretty_printed_objects_are_not_canonical(value: object) -> None:
     data = json.dumps({"k": value}, indent=1).encode()
     assert not is_canonical(data)
+
+
+_JSON_LEAVES = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53) + 1, 2**53 - 1)
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+    | st.text(alphabet=st.characters(max_codepoint=0x7F))
+)
+_JSON = st.recursive(
+    _JSON_LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.text(max_size=6) | st.sampled_from(["a", "B", "é", "\\u0000"]), inner, max_size=4
+        )
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_JSON)
+def test_fast_path_is_byte_identical_to_rfc8785(value: object) -> None:
+    try:
+        expected = rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError:
+        with pytest.raises(NonCanonicalError):
+            canonical_json(value)
+        return
+    assert canonical_json(value) == expected

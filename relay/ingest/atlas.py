@@ -6,6 +6,7 @@ contributor) and never copied.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -51,8 +52,10 @@ def classify_error(message: str | None) -> str:
     return "other"
 
 
-def _asset(data_object_type: Any) -> str | None:
-    if not isinstance(data_object_type, str):
+@functools.lru_cache(maxsize=256)
+def _asset(data_object_type: str | None) -> str | None:
+    # Cached: a handful of Atlas type names repeat in every request.
+    if data_object_type is None:
         return None
     lowered = data_object_type.lower()
     if "video" in lowered and "thumbnail" not in lowered:
@@ -71,7 +74,13 @@ def _node_id(event: AtlasEvent, role: str) -> str | None:
         )
     else:
         candidate = event.distributorId
-    return candidate if candidate is not None and _NODE_ID.match(candidate) else None
+    return candidate if candidate is not None and _valid_node_id(candidate) else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _valid_node_id(candidate: str) -> bool:
+    # Cached: node ids are public, few, and repeat in every request.
+    return _NODE_ID.match(candidate) is not None
 
 
 def _timing(value: float | None, limit: int) -> float | None:
@@ -80,22 +89,27 @@ def _timing(value: float | None, limit: int) -> float | None:
     return value
 
 
-def _contributor_material(event: AtlasEvent, ctx: RequestContext) -> bytes:
-    user = event.user or {}
-    for key in ("accountId", "memberId"):
-        value = user.get(key)
-        if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
-            return client_material(f"atlas:{key}:{value}")
-    return ctx.network_material
+def _user_id(event: AtlasEvent) -> str | None:
+    """The Atlas user the event is keyed by: account id, else member id, else none."""
+    user = event.user
+    if user is None:
+        return None
+    if user.accountId is not None and str(user.accountId):
+        return f"atlas:accountId:{user.accountId}"
+    if user.memberId is not None and str(user.memberId):
+        return f"atlas:memberId:{user.memberId}"
+    return None
 
 
 def scrub_atlas(events: list[Any], ctx: RequestContext, admission: Admission) -> ScrubResult:
     result = ScrubResult()
     window = admission.window_for(ctx.now_ms, ctx.now_ms)  # Atlas sends no timestamps
-    keys: dict[bytes, int] = {}
+    # Atlas attaches the same user to every event of a request: key each user once.
+    keys: dict[str | None, int] = {}
     for index, raw in enumerate(events):
         try:
-            event = AtlasEvent.model_validate(raw)
+            # Already validated on the fast path (the whole body at once), or raw on the slow one.
+            event = raw if isinstance(raw, AtlasEvent) else AtlasEvent.model_validate(raw)
         except ValidationError as exc:
             field_name, reason = describe_error(exc)
             result.reject(index, "invalid", field_name, reason)
@@ -112,10 +126,11 @@ def scrub_atlas(events: list[Any], ctx: RequestContext, admission: Admission) ->
         if isinstance(window, str):
             result.reject(index, window, "(arrival)", "arrival window unavailable")
             continue
-        material = _contributor_material(event, ctx)
-        contributor = keys.get(material)
+        user_id = _user_id(event)
+        contributor = keys.get(user_id)
         if contributor is None:
-            contributor = keys[material] = admission.contributor(window, material)
+            material = ctx.network_material if user_id is None else client_material(user_id)
+            contributor = keys[user_id] = admission.contributor(window, material)
         result.observations.append(
             Observation(
                 window_start_ms=window,
@@ -126,7 +141,7 @@ def scrub_atlas(events: list[Any], ctx: RequestContext, admission: Admission) ->
                 kind=kind,
                 name=name or classify_error(event.error),
                 op=op,
-                asset=_asset(getattr(event, "dataObjectType", None)),
+                asset=_asset(event.dataObjectType),
                 ttfb_ms=_timing(event.initialResponseTime, MAX_TTFB_MS),
                 duration_ms=_timing(event.fullResponseTime, MAX_DURATION_MS),
             )

@@ -9,7 +9,7 @@ never copied anywhere. `schemas/` is generated from these models (`python -m rel
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -28,6 +28,7 @@ __all__ = [
     "Asset",
     "AtlasEvent",
     "AtlasPayload",
+    "AtlasUser",
     "NativeEvent",
     "NativePayload",
     "NodeRef",
@@ -100,8 +101,13 @@ class NativeEvent(BaseModel):
             if value < 0:
                 raise ValueError("epoch milliseconds must be non-negative")
             return value
+        # RFC 3339 §5.6 allows lower-case "t"/"z" and a leap second (:60), which
+        # datetime.fromisoformat does not: normalise both (a leap second counts as :59).
+        text = value.upper()
+        if text[16:19] == ":60":
+            text = text[:17] + "59" + text[19:]
         try:
-            parsed = datetime.fromisoformat(value)
+            parsed = datetime.fromisoformat(text)
         except ValueError:
             raise ValueError("not an RFC 3339 date-time") from None
         if parsed.tzinfo is None:
@@ -136,29 +142,38 @@ class NativePayload(BaseModel):
     events: list[NativeEvent] = Field(max_length=1000)
 
 
+class AtlasUser(BaseModel):
+    """The part of Atlas's `user` that keys the contributor (P2); the rest is ignored."""
+
+    model_config = ConfigDict(extra="ignore", title="AtlasUser")
+
+    accountId: str | int | None = None
+    memberId: str | int | None = None
+
+
 class AtlasEvent(BaseModel):
     """The fields of an Atlas `UserEventsLogger` event that relay reads.
 
-    Atlas sends more (user, dataObjectId, resolvedUrl, distributorUrl, userDevice, ...): allowed in
-    the payload so Atlas needs no change, and dropped by the handler.
+    Atlas sends more (dataObjectId, resolvedUrl, distributorUrl, userDevice, codec, ...): allowed
+    in the payload so Atlas needs no change, and ignored: never even copied into an object.
     """
 
-    model_config = ConfigDict(extra="allow", title="AtlasEvent")
+    model_config = ConfigDict(extra="ignore", title="AtlasEvent")
 
     type: str
     distributorId: str | None = None
     storageProviderId: str | None = None
     storageBagId: str | None = None
+    dataObjectType: str | None = None
     initialResponseTime: float | None = None
     fullResponseTime: float | None = None
-    downloadSpeed: float | None = None
     error: str | None = None
-    user: dict[str, Any] | None = None
+    user: AtlasUser | None = None
 
 
 class AtlasPayload(BaseModel):
     """`POST /v1/atlas/events` body, as Atlas sends it."""
 
-    model_config = ConfigDict(extra="allow", title="AtlasPayload")
+    model_config = ConfigDict(extra="ignore", title="AtlasPayload")
 
     events: list[AtlasEvent] = Field(max_length=1000)

@@ -33,7 +33,8 @@ def scrub_native(events: list[Any], ctx: RequestContext, admission: Admission) -
     keys: dict[tuple[int, bytes], int] = {}
     for index, raw in enumerate(events):
         try:
-            event = NativeEvent.model_validate(raw)
+            # Already validated on the fast path (the whole body at once), or raw on the slow one.
+            event = raw if isinstance(raw, NativeEvent) else NativeEvent.model_validate(raw)
         except ValidationError as exc:
             field_name, reason = describe_error(exc)
             result.reject(index, "invalid", field_name, reason)

@@ -30,23 +30,7 @@ def encode(record: IngestRecord) -> bytes:
     payload = orjson.dumps(
         [
             record.arrival_window_ms,
-            [
-                [
-                    o.window_start_ms,
-                    o.contributor,
-                    o.role,
-                    o.node_id,
-                    o.region,
-                    o.kind,
-                    o.name,
-                    o.op,
-                    o.asset,
-                    o.ttfb_ms,
-                    o.duration_ms,
-                    o.bytes,
-                ]
-                for o in record.observations
-            ],
+            [tuple(o) for o in record.observations],  # positional: Observation's field order
             dict(record.rejected),
         ]
     )

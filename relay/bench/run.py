@@ -1,0 +1,403 @@
+"""`relay bench`: measure ingest against its same-run ceiling and write a JSON report.
+
+The server under test runs on core 0 and the load generator (wrk, with a Lua script rotating many
+distinct bodies) on core 1, so the generator does not starve the server. In the same run it
+measures the parse-only ceiling server (relay/bench/ceiling.py): absolute numbers vary with the
+machine and its neighbours, the ratio is what to compare across runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from relay import __version__
+from relay.aggregate.cells import OpenWindows
+from relay.bench.bodies import atlas_bodies, native_bodies
+from relay.config import Settings
+from relay.observation import IngestRecord, Observation
+from relay.serve import OperatorRelay
+
+__all__ = ["run_bench"]
+
+EVENTS_PER_BODY = 50
+_LUA = """
+local bodies = {}
+for line in io.lines(os.getenv("RELAY_BENCH_BODIES")) do bodies[#bodies + 1] = line end
+local i = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  i = i % #bodies + 1
+  return wrk.format(nil, os.getenv("RELAY_BENCH_PATH"), nil, bodies[i])
+end
+"""
+
+
+@dataclass
+class LoadResult:
+    requests_per_s: float
+    events_per_s: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    cpu_seconds: float
+    cpu_seconds_per_million_events: float
+    peak_rss_bytes: int
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _peak_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _pinned(core: int) -> list[str]:
+    return ["taskset", "-c", str(core)] if shutil.which("taskset") and os.cpu_count() else []
+
+
+def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("server did not start")
+
+
+def _ms(value: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", value)
+    if not match:
+        raise ValueError(f"unexpected wrk latency {value!r}")
+    number, unit = float(match.group(1)), match.group(2)
+    return number / 1000 if unit == "us" else number * 1000 if unit == "s" else number
+
+
+def _wrk(port: int, path: str, bodies: Path, duration: int, connections: int) -> dict[str, float]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(_LUA)
+    env = {**os.environ, "RELAY_BENCH_BODIES": str(bodies), "RELAY_BENCH_PATH": path}
+    out = subprocess.run(
+        [
+            *_pinned(1),
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--latency",
+            "-s",
+            script.name,
+            f"http://127.0.0.1:{port}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    os.unlink(script.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = re.search(r"50%\s+(\S+)", out).group(1)  # type: ignore[union-attr]
+    p99 = re.search(r"99%\s+(\S+)", out).group(1)  # type: ignore[union-attr]
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return {
+        "rps": rps,
+        "p50": _ms(p50),
+        "p99": _ms(p99),
+        "non_2xx": float(non_2xx.group(1)) if non_2xx else 0.0,
+    }
+
+
+def _measure(
+    cmd: Sequence[str],
+    env: dict[str, str],
+    port: int,
+    path: str,
+    bodies: Path,
+    duration: int,
+    connections: int,
+) -> LoadResult:
+    proc = subprocess.Popen(
+        [*_pinned(0), *cmd], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        _wait_ready(port, proc)
+        time.sleep(0.5)
+        before = _cpu_seconds(proc.pid)
+        result = _wrk(port, path, bodies, duration, connections)
+        cpu = _cpu_seconds(proc.pid) - before
+        rss = _peak_rss(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    events = result["rps"] * duration * EVENTS_PER_BODY
+    return LoadResult(
+        requests_per_s=result["rps"],
+        events_per_s=result["rps"] * EVENTS_PER_BODY,
+        p50_ms=result["p50"],
+        p99_ms=result["p99"],
+        non_2xx=int(result["non_2xx"]),
+        cpu_seconds=round(cpu, 3),
+        cpu_seconds_per_million_events=round(cpu / events * 1e6, 3) if events else 0.0,
+        peak_rss_bytes=rss,
+    )
+
+
+def _relay_env(data_dir: Path, port: int, fsync: bool) -> dict[str, str]:
+    return {
+        **os.environ,
+        "RELAY_DATA_DIR": str(data_dir),
+        "RELAY_LISTEN__PORT": str(port),
+        "RELAY_ORIGIN": "bench.relay/one",
+        "RELAY_LOG__LEVEL": "warning",
+        "RELAY_INGEST__RATE_LIMIT__ENABLED": "false",
+        "RELAY_WAL__FSYNC": "true" if fsync else "false",
+    }
+
+
+async def _open_loop(
+    port: int, bodies: Sequence[bytes], rate: float, duration: float
+) -> dict[str, float]:
+    """Latency at a fixed offered load (open loop: requests start on schedule, not on replies)."""
+    latencies: list[float] = []
+    url = f"http://127.0.0.1:{port}/v1/atlas/events"
+    headers = {"Content-Type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=256)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one(body: bytes) -> None:
+            started = time.perf_counter()
+            async with session.post(url, data=body, headers=headers) as resp:
+                await resp.read()
+            latencies.append((time.perf_counter() - started) * 1000)
+
+        tasks = []
+        start = time.perf_counter()
+        n = int(rate * duration)
+        for i in range(n):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(bodies[i % len(bodies)])))
+        await asyncio.gather(*tasks)
+        achieved = n / (time.perf_counter() - start)
+    latencies.sort()
+    return {
+        "offered_requests_per_s": rate,
+        "achieved_requests_per_s": round(achieved, 1),
+        "p50_ms": round(latencies[len(latencies) // 2], 2),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99)], 2),
+    }
+
+
+def _half_load(
+    data_dir: Path, bodies: Sequence[bytes], rate: float, duration: int
+) -> dict[str, float]:
+    port = _free_port()
+    cmd = [sys.executable, "-m", "relay", "serve"]
+    proc = subprocess.Popen(
+        [*_pinned(0), *cmd],
+        env=_relay_env(data_dir, port, True),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_ready(port, proc)
+        if hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {1})
+        return asyncio.run(_open_loop(port, bodies, rate, duration))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _seal_10k_cells(data_dir: Path) -> float:
+    """Seconds to seal, sign and store one window of 10 000 published cells."""
+    now = {"ms": 1_767_571_200_000 + 1_000}
+    settings = Settings(
+        data_dir=data_dir, origin="bench.relay/seal", window={"seconds": 60, "lateness_seconds": 0}
+    )
+
+    async def run() -> float:
+        relay = OperatorRelay(settings, clock=lambda: now["ms"])
+        await relay.start()
+        k = settings.privacy.k
+        window = now["ms"] - now["ms"] % 60_000
+        observations = tuple(
+            Observation(
+                window,
+                c,
+                "distributor",
+                f"node-{n}",
+                "EU",
+                "request",
+                "ok",
+                "download",
+                None,
+                12.0 + c,
+                300.0,
+                1000,
+            )
+            for n in range(10_000)
+            for c in range(k)
+        )
+        relay.windows.apply(IngestRecord(window, observations, {}))
+        now["ms"] += 60_000
+        started = time.perf_counter()
+        await relay.seal_due()
+        took = time.perf_counter() - started
+        await relay.stop()
+        return took
+
+    return asyncio.run(run())
+
+
+def _memory_per_contributor(contributors: int) -> float:
+    windows = OpenWindows(max_events_per_contributor=50)
+    windows.sealed_until_ms = 0
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        chunk = 10_000
+        for start in range(0, contributors, chunk):
+            windows.apply(
+                IngestRecord(
+                    60_000,
+                    tuple(
+                        Observation(
+                            60_000,
+                            c,
+                            "distributor",
+                            f"d{c % 20}",
+                            "EU",
+                            "request",
+                            "ok",
+                            "download",
+                            None,
+                            50.0,
+                            500.0,
+                            None,
+                        )
+                        for c in range(start, min(start + chunk, contributors))
+                    ),
+                    {},
+                )
+            )
+        return (tracemalloc.get_traced_memory()[0] - before) / contributors
+    finally:
+        tracemalloc.stop()
+
+
+def run_bench(out: Path, duration: int, connections: int, quick: bool) -> dict[str, Any]:
+    if not shutil.which("wrk"):
+        raise RuntimeError("wrk is not installed: `apt-get install wrk` (make bench does it)")
+    from relay.bench.statsd import compare_with_statsd
+
+    with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
+        root = Path(tmp)
+        bodies = atlas_bodies(200)
+        body_file = root / "atlas.ndjson"
+        body_file.write_bytes(b"\n".join(bodies) + b"\n")
+        ceiling_port = _free_port()
+        ceiling = _measure(
+            [sys.executable, "-m", "relay.bench.ceiling", str(ceiling_port)],
+            dict(os.environ),
+            ceiling_port,
+            "/v1/atlas/events",
+            body_file,
+            duration,
+            connections,
+        )
+        runs = {}
+        for fsync in (True, False):
+            port = _free_port()
+            runs[fsync] = _measure(
+                [sys.executable, "-m", "relay", "serve"],
+                _relay_env(root / f"data-{fsync}", port, fsync),
+                port,
+                "/v1/atlas/events",
+                body_file,
+                duration,
+                connections,
+            )
+        relay = runs[True]
+        half_rate = relay.requests_per_s / 2
+        half = _half_load(root / "data-half", bodies, half_rate, max(5, duration // 2))
+        seal = _seal_10k_cells(root / "data-seal")
+        memory = {
+            str(n): round(_memory_per_contributor(n), 1)
+            for n in ((1_000, 100_000) if quick else (1_000, 1_000_000))
+        }
+        statsd = compare_with_statsd(root, native_bodies, 100_000 if quick else 1_000_000)
+
+    ratio = relay.events_per_s / ceiling.events_per_s if ceiling.events_per_s else 0.0
+    report: dict[str, Any] = {
+        "relay_version": __version__,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "load_average_at_start": os.getloadavg(),
+        },
+        "setup": {
+            "duration_s": duration,
+            "connections": connections,
+            "events_per_body": EVENTS_PER_BODY,
+            "distinct_bodies": len(bodies),
+            "body_bytes_mean": sum(map(len, bodies)) // len(bodies),
+            "server_core": 0,
+            "load_core": 1,
+        },
+        "ceiling_parse_only": asdict(ceiling),
+        "relay": asdict(relay),
+        "relay_without_fsync": asdict(runs[False]),
+        "ratio_to_ceiling": round(ratio, 3),
+        "fsync_cost": round(1 - relay.events_per_s / runs[False].events_per_s, 3)
+        if runs[False].events_per_s
+        else None,
+        "half_load": half,
+        "seal_and_sign_10k_cells_s": round(seal, 3),
+        "memory_per_active_contributor_bytes": memory,
+        "statsd_comparison": statsd,
+    }
+    report["targets"] = {
+        "events_per_s >= 100000": relay.events_per_s >= 100_000,
+        "ratio_to_ceiling >= 0.5": ratio >= 0.5,
+        "half_load p99 < 50 ms": half["p99_ms"] < 50,
+        "seal 10k cells < 1 s": seal < 1.0,
+        "memory per contributor <= 200 B": max(memory.values()) <= 200,
+    }
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    return report

@@ -1,0 +1,63 @@
+"""Guard against gross ingest slowdowns: the pipeline's cost relative to parsing alone.
+
+Timing is relative (the same bodies, interleaved, medians), never absolute, so a slow or busy
+machine does not fail it; a 5x regression in the per-event path does. `relay bench` measures the
+real figures over HTTP.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import orjson
+
+from relay.aggregate.cells import OpenWindows
+from relay.bench.bodies import atlas_bodies
+from relay.ingest.atlas import scrub_atlas
+from relay.ingest.http import _parse_events
+from relay.ingest.scrub import Admission, RequestContext
+from relay.observation import IngestRecord
+from relay.privacy.contributor import WindowSalts
+from relay.wal import codec
+
+NOW_MS = 1_767_571_200_000 + 1_000
+# Measured ratio on the development machine: ~6. A regression that multiplies the per-event cost
+# by five or more crosses this; noise does not.
+MAX_RATIO = 30.0
+
+
+def test_pipeline_cost_relative_to_parsing() -> None:
+    bodies = atlas_bodies(40)
+    admission = Admission(
+        window_ms=300_000,
+        max_past_ms=86_400_000,
+        max_future_ms=60_000,
+        salts=WindowSalts(),
+        persist_salt=lambda window, salt: None,
+    )
+    admission.closed_until_ms = 0
+    windows = OpenWindows(max_events_per_contributor=50)
+    windows.sealed_until_ms = 0
+    ctx = RequestContext(NOW_MS, "EU", b"n\x00bench")
+
+    def parse_only() -> None:
+        for body in bodies:
+            orjson.loads(body)
+
+    def pipeline() -> None:
+        for body in bodies:
+            result = scrub_atlas(_parse_events(body, "atlas"), ctx, admission)
+            record = IngestRecord(NOW_MS - NOW_MS % 300_000, tuple(result.observations), {})
+            codec.encode(record)
+            windows.apply(record)
+
+    ratios = []
+    for _ in range(7):
+        started = time.perf_counter()
+        parse_only()
+        parsed = time.perf_counter() - started
+        started = time.perf_counter()
+        pipeline()
+        ratios.append((time.perf_counter() - started) / parsed)
+    assert statistics.median(ratios) < MAX_RATIO, ratios
