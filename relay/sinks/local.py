@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,7 +30,8 @@ class StoreSink:
             raise SinkError(f"embedded store write failed: {exc}") from exc
 
     async def close(self) -> None:
-        self._store.close()
+        # In a thread: it waits for a write still running after its task was cancelled.
+        await asyncio.to_thread(self._store.close)
 
 
 class NdjsonSink:
@@ -43,6 +45,7 @@ class NdjsonSink:
 
     def __init__(self, path: Path) -> None:
         self._path = path
+        self._lock = threading.Lock()
         self._last_seq = self._read_last_seq()
 
     def _read_last_seq(self) -> int:
@@ -56,21 +59,23 @@ class NdjsonSink:
         return last
 
     async def ship(self, documents: Sequence[Document]) -> None:
-        seq = documents[0].source["seq"]
-        if seq <= self._last_seq:
-            return
-        data = b"".join(doc.to_line() for doc in documents)
         try:
-            await asyncio.to_thread(self._append, data)
+            await asyncio.to_thread(self._append, documents)
         except OSError as exc:
             raise SinkError(f"ndjson append failed: {exc}") from exc
-        self._last_seq = seq
 
-    def _append(self, data: bytes) -> None:
-        with self._path.open("ab") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+    def _append(self, documents: Sequence[Document]) -> None:
+        # Under a lock, seq check included: an append whose task was cancelled keeps running in
+        # its thread, and a re-ship of the same batch must neither interleave with nor repeat it.
+        seq = documents[0].source["seq"]
+        with self._lock:
+            if seq <= self._last_seq:
+                return
+            with self._path.open("ab") as fh:
+                fh.write(b"".join(doc.to_line() for doc in documents))
+                fh.flush()
+                os.fsync(fh.fileno())
+            self._last_seq = seq
 
     async def close(self) -> None:
         return None

@@ -8,6 +8,7 @@ Writes are create-only (`INSERT OR IGNORE` on `_id`), the equivalent of `op_type
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -33,6 +34,10 @@ CREATE INDEX IF NOT EXISTS documents_order ON documents (origin, seq, kind, i);
 
 class EmbeddedStore:
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        # Writes run in worker threads (StoreSink). A worker whose awaiting task was cancelled
+        # (shutdown) keeps running, so every use of the one connection is serialised here:
+        # two threads in one SQLite connection interleave transactions, or crash the process.
+        self._lock = threading.Lock()
         if readonly:
             if not path.exists():
                 raise FileNotFoundError(f"no embedded store at {path}")
@@ -44,7 +49,8 @@ class EmbeddedStore:
             self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
     def write(self, documents: Sequence[Document]) -> int:
         """Store documents not already present; return how many were new."""
@@ -62,17 +68,18 @@ class EmbeddedStore:
                     orjson.dumps(doc.source),
                 )
             )
-        before = self._db.total_changes
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            self._db.executemany(
-                "INSERT OR IGNORE INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)", rows
-            )
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        return self._db.total_changes - before
+        with self._lock:
+            before = self._db.total_changes
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return self._db.total_changes - before
 
     def documents(self, origin: str | None = None) -> Iterator[Document]:
         """Every document, batches before their summaries, in (origin, seq, i) order."""
