@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck schemas clean
+.PHONY: run test bench lint typecheck schemas clean chromium demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,12 +15,26 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/relay serve
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/ruff check relay tests
 	$(BIN)/ruff format --check relay tests
 	$(BIN)/mypy
 	$(BIN)/python -m relay.schemagen --check
 	$(BIN)/pytest -q
+
+# The dashboard test drives Debian's Chromium headless (Playwright never downloads a browser here).
+chromium:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
+
+# A populated dashboard from nothing: hours of synthetic traffic through real relays, then the lead.
+demo: $(STAMP)
+	$(BIN)/python -m relay.lead.demo --dir relay-demo
+	$(BIN)/relay lead --config relay-demo/lead.yaml
+
+# wrk (load generator) and taskset come from Debian; statsd (the peer) from npm, on first use.
+bench: $(STAMP)
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/relay bench --out bench-report.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check relay tests

@@ -17,11 +17,15 @@ from relay.attest.errors import AttestError
 from relay.attest.keys import OperatorKey
 from relay.config import ConfigError, Settings, load_settings
 from relay.ingest.client_config import ClientConfigDocument
-from relay.ingest.http import create_app
+from relay.ingest.http import create_app, runner_options
+from relay.ingest.server import make_runner
 from relay.logs import configure_logging
 from relay.registry import RegistryError
 from relay.serve import OperatorRelay
+from relay.sinks.es_setup import add_arguments as add_es_setup_arguments
+from relay.sinks.es_setup import run_command as run_es_setup
 from relay.sinks.store import EmbeddedStore
+from relay.verify.command import add_verify_command
 
 __all__ = ["main"]
 
@@ -31,7 +35,7 @@ log = logging.getLogger("relay")
 async def _serve(settings: Settings, config_path: Path | None) -> None:
     relay = OperatorRelay(settings)
     await relay.start()
-    runner = web.AppRunner(create_app(relay), access_log=None, handle_signals=False)
+    runner = make_runner(create_app(relay), **runner_options(relay))
     await runner.setup()
     site = web.TCPSite(
         runner,
@@ -111,6 +115,30 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from relay.bench.run import run_bench
+
+    report = run_bench(args.out, args.duration, args.connections, args.quick)
+    relay, ceiling = report["relay"], report["ceiling_parse_only"]
+    print(
+        f"relay {relay['events_per_s']:.0f} events/s, ceiling {ceiling['events_per_s']:.0f} "
+        f"events/s, ratio {report['ratio_to_ceiling']}; half-load p99 "
+        f"{report['half_load']['p99_ms']} ms; report: {args.out}"
+    )
+    for target, met in report["targets"].items():
+        print(f"  {'met' if met else 'NOT met'}: {target}")
+    return 0
+
+
+def _cmd_lead(args: argparse.Namespace) -> int:
+    from relay.lead.server import run_lead
+
+    settings = load_settings(args.config)
+    configure_logging(settings.log.format, settings.log.level)
+    asyncio.run(run_lead(settings))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relay", description=__doc__)
     parser.add_argument("--version", action="version", version=f"relay {__version__}")
@@ -136,6 +164,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--origin", help="only this origin's documents")
     export.set_defaults(run=_cmd_export)
+
+    lead = commands.add_parser("lead", help="the lead API and dashboard over verified data")
+    lead.add_argument("--config", type=Path, help="YAML config file (env RELAY_* overrides it)")
+    lead.set_defaults(run=_cmd_lead)
+
+    es_setup = commands.add_parser(
+        "es-setup", help="lead side: Elasticsearch index templates, retention, API keys"
+    )
+    add_es_setup_arguments(es_setup)
+    es_setup.set_defaults(run=run_es_setup)
+
+    add_verify_command(commands)
+    bench = commands.add_parser("bench", help="measure ingest against its parse-only ceiling")
+    bench.add_argument("--out", type=Path, default=Path("bench-report.json"))
+    bench.add_argument("--duration", type=int, default=10, help="seconds per load run")
+    bench.add_argument("--connections", type=int, default=32)
+    bench.add_argument("--quick", action="store_true", help="smaller memory/statsd runs")
+    bench.set_defaults(run=_cmd_bench)
     return parser
 
 

@@ -9,12 +9,25 @@ dotted key, never as a traceback.
 from __future__ import annotations
 
 import socket
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from relay.ingest.models import NodeRef
+from relay.privacy.ledger import plan_budget
 
 __all__ = ["ConfigError", "Settings", "load_settings"]
 
@@ -41,6 +54,9 @@ class WindowConfig(_Section):
     )
     max_past_seconds: int = Field(86400, ge=0, description="Older event timestamps are rejected.")
     max_future_seconds: int = Field(60, ge=0, description="Newer event timestamps are rejected.")
+    max_memory_bytes: int = Field(
+        512 * MIB, ge=MIB, description="Budget for open windows' state; over it, 503."
+    )
 
     @property
     def ms(self) -> int:
@@ -54,9 +70,39 @@ class PrivacyConfig(_Section):
         50, ge=1, description="Events one contributor may add to a cell per window (P4)."
     )
     geo: Literal["region", "country", "none"] = "region"
-    # dp mode only (P7). Not used in aggregate mode; kept so a config can switch modes.
-    epsilon: float = Field(0.1, gt=0, le=10)
-    daily_epsilon_cap: float = Field(3.0, gt=0, le=100)
+    # dp mode only (P7; relay/privacy/ledger.py, README "Differential privacy mode"). Not used in
+    # aggregate mode; kept so a config can switch modes. ε values are exact decimals.
+    max_cells_per_contributor: int = Field(
+        2, ge=1, le=1000, description="Cells one contributor may add to per window (dp mode)."
+    )
+    epsilon: Annotated[Decimal, Field(gt=0, le=10)] | None = Field(
+        None, description="ε of one cell's release per window; unset: derived from the cap."
+    )
+    daily_epsilon_cap: Decimal = Field(
+        Decimal("0.3"), gt=0, le=100, description="Most ε one contributor-day may cost."
+    )
+    nodes: list[NodeRef] = Field(
+        default_factory=list,
+        description="dp mode: the public node list; every node × region is published each window.",
+    )
+
+    @model_validator(mode="after")
+    def _dp_publication(self) -> PrivacyConfig:
+        if self.mode != "dp":
+            return self
+        if not self.nodes:
+            raise ValueError(
+                "privacy.nodes must list the nodes to publish in dp mode (every listed node × "
+                "region is published each window, whatever the data)"
+            )
+        if len(set(self.nodes)) != len(self.nodes):
+            raise ValueError("privacy.nodes lists a node twice")
+        if self.geo == "country":
+            raise ValueError(
+                "privacy.geo country is not supported in dp mode (its fixed publication would be "
+                "every node × ~250 countries); use region or none"
+            )
+        return self
 
 
 class SinkConfig(_Section):
@@ -65,11 +111,23 @@ class SinkConfig(_Section):
     api_key: SecretStr | None = None
     index_prefix: str = Field("relay-", pattern=r"^[a-z0-9][a-z0-9._-]*$")
     path: Path | None = Field(None, description="ndjson only: the file appended to.")
+    ca_certs: Path | None = Field(
+        None, description="elasticsearch only: CA bundle for an https URL signed by a private CA."
+    )
+    request_timeout_seconds: float = Field(
+        30, gt=0, le=600, description="elasticsearch only: one bulk request's time limit."
+    )
+    # A failed ship is retried after a jittered delay that doubles up to the cap, for ever: the
+    # outbox byte cap, not an attempt count, bounds how long a sink may stay away.
+    retry_base_seconds: float = Field(0.5, gt=0, description="First retry delay.")
+    retry_max_seconds: float = Field(60, gt=0, description="Retry delay cap.")
 
     @model_validator(mode="after")
     def _needs_url(self) -> SinkConfig:
         if self.type == "elasticsearch" and not self.url:
             raise ValueError("sink.url is required when sink.type is elasticsearch")
+        if self.retry_max_seconds < self.retry_base_seconds:
+            raise ValueError("sink.retry_max_seconds must be at least sink.retry_base_seconds")
         return self
 
 
@@ -81,9 +139,59 @@ class CorsConfig(_Section):
     max_age_seconds: int = Field(86400, ge=0)
 
 
+class RateLimitConfig(_Section):
+    """Token buckets (rate per second, burst) per client IP and per token; 429 past them.
+
+    Per-IP limits are generous because many users can share one address (carrier-grade NAT);
+    tokens belong to server-side apps or gateways that speak for many users.
+    """
+
+    enabled: bool = True
+    ip_requests_per_second: float = Field(50, gt=0)
+    ip_request_burst: int = Field(100, ge=1)
+    ip_events_per_second: float = Field(5_000, gt=0)
+    ip_event_burst: int = Field(10_000, ge=1)
+    token_requests_per_second: float = Field(500, gt=0)
+    token_request_burst: int = Field(1_000, ge=1)
+    token_events_per_second: float = Field(50_000, gt=0)
+    token_event_burst: int = Field(100_000, ge=1)
+    max_tracked: int = Field(100_000, ge=100, description="Buckets kept in memory at most.")
+
+
+class AuthConfig(_Section):
+    required: bool = Field(False, description="Refuse (401) ingest requests without a token.")
+    bearer_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict, description="Static tokens for server-side apps: name -> token."
+    )
+    session_issuers: list[str] = Field(
+        default_factory=list,
+        description="Verifier key strings of gateways allowed to sign session tokens.",
+    )
+    session_max_ttl_seconds: int = Field(86_400, ge=60)
+
+
 class IngestConfig(_Section):
     max_events_per_request: int = Field(1000, ge=1, le=100_000)
     max_body_bytes: int = Field(1 * MIB, ge=1024, description="Limit after decompression.")
+    max_header_bytes: int = Field(8190, ge=1024, description="Longest header line accepted.")
+    body_timeout_seconds: float = Field(10, gt=0, description="Whole body must arrive by then.")
+    idle_timeout_seconds: float = Field(
+        15, gt=0, description="A connection without a complete request by then is closed."
+    )
+    rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+
+    @model_validator(mode="after")
+    def _bursts_fit_a_request(self) -> IngestConfig:
+        # A request larger than an event burst could never pass, whatever it waited.
+        limits = self.rate_limit
+        if min(limits.ip_event_burst, limits.token_event_burst) < self.max_events_per_request:
+            raise ValueError(
+                "rate_limit.ip_event_burst and rate_limit.token_event_burst must be at least "
+                "max_events_per_request"
+            )
+        return self
+
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="CIDRs whose X-Forwarded-For is believed (reverse proxies in front of relay).",
@@ -122,16 +230,54 @@ class LeadSourceConfig(_Section):
     type: Literal["store", "elasticsearch"] = "store"
     url: str | None = None
     api_key: SecretStr | None = None
+    index_prefix: str = Field("relay-", pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    ca_certs: Path | None = Field(None, description="elasticsearch only: CA bundle for https.")
+
+    @model_validator(mode="after")
+    def _needs_url(self) -> LeadSourceConfig:
+        if self.type == "elasticsearch" and not self.url:
+            raise ValueError("lead.source.url is required when lead.source.type is elasticsearch")
+        return self
 
 
 class LeadListenConfig(ListenConfig):
     port: int = Field(8788, ge=0, le=65535)
 
 
+class LeadThresholds(_Section):
+    """When `relay lead` calls a node down, degraded or healthy (README, "Node status")."""
+
+    min_requests: int = Field(
+        10, ge=1, description="Fewer requests in the range: status unknown (too little evidence)."
+    )
+    down_success_ratio: float = Field(0.5, ge=0, le=1, description="Below it: down.")
+    degraded_success_ratio: float = Field(0.95, ge=0, le=1, description="Below it: degraded.")
+    degraded_ttfb_p90_ms: float | None = Field(
+        2000.0, gt=0, description="p90 time to first byte above it: degraded (null = off)."
+    )
+    degraded_duration_p90_ms: float | None = Field(
+        None, gt=0, description="p90 download time above it: degraded (null = off)."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LeadThresholds:
+        if self.down_success_ratio > self.degraded_success_ratio:
+            raise ValueError("down_success_ratio must not exceed degraded_success_ratio")
+        return self
+
+
 class LeadConfig(_Section):
     listen: LeadListenConfig = Field(default_factory=LeadListenConfig)
     source: LeadSourceConfig = Field(default_factory=LeadSourceConfig)
     registry: Path | None = Field(None, description="Default: <data_dir>/registry.yaml")
+    thresholds: LeadThresholds = Field(default_factory=LeadThresholds)
+    api_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Read-only bearer tokens (name -> token); none = the API is open.",
+    )
+    verify_interval_seconds: float = Field(
+        15, gt=0, le=86400, description="How often to look for new data and verify it again."
+    )
 
 
 class LogConfig(_Section):
@@ -176,14 +322,20 @@ class Settings(BaseSettings):
         # The YAML file arrives as init kwargs; the environment must win over it.
         return (env_settings, init_settings)
 
-    @model_validator(mode="after")
-    def _available(self) -> Settings:
-        # Refuse rather than sign batches that claim a mode this build does not implement.
-        if self.privacy.mode == "dp":
-            raise ValueError("privacy.mode dp is not available in this release; use aggregate")
-        if self.sink.type == "elasticsearch":
-            raise ValueError("sink.type elasticsearch is not available in this release")
-        return self
+    @field_validator("privacy")
+    @classmethod
+    def _privacy_budget(cls, privacy: PrivacyConfig, info: ValidationInfo) -> PrivacyConfig:
+        # The budget ledger (P7): refuse a dp configuration whose daily ε exceeds its cap.
+        window = info.data.get("window")  # absent when window itself is invalid
+        if privacy.mode == "dp" and isinstance(window, WindowConfig):
+            plan_budget(
+                epsilon=privacy.epsilon,
+                max_events=privacy.max_events_per_contributor,
+                cells=privacy.max_cells_per_contributor,
+                window_seconds=window.seconds,
+                cap=privacy.daily_epsilon_cap,
+            )
+        return privacy
 
     @property
     def registry_path(self) -> Path:

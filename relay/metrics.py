@@ -62,6 +62,24 @@ class RelayMetrics:
             registry=r,
         )
         self.ship_latency = Histogram("relay_ship_seconds", "Time to ship one batch.", registry=r)
+        self.sink_documents = Counter(
+            "relay_sink_documents",
+            "Documents settled by a sink: created, exists (409, stored before), dead_letter (400).",
+            ["sink", "result"],
+            registry=r,
+        )
+        self.sink_retries = Counter(
+            "relay_sink_retries",
+            "Documents set aside for a later attempt, by reason (throttled, server_error, "
+            "timeout, connection, unauthorized, other).",
+            ["sink", "reason"],
+            registry=r,
+        )
+        self.sink_paused = Gauge(
+            "relay_sink_paused",
+            "1 while the sink refuses the relay's credentials (401/403): shipping is paused.",
+            registry=r,
+        )
         self.seal_duration = Histogram(
             "relay_window_seal_seconds",
             "Time to seal, sign and store one window.",
@@ -69,6 +87,9 @@ class RelayMetrics:
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
         self.open_windows = Gauge("relay_open_windows", "Windows not yet sealed.", registry=r)
+        self.open_windows_bytes = Gauge(
+            "relay_open_windows_bytes", "Estimated memory of open windows' state.", registry=r
+        )
 
     def update_outbox(self, outbox: Outbox) -> None:
         batches, oldest = outbox.depth()

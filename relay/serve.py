@@ -26,6 +26,7 @@ from relay.attest.batch import ZERO_HASH, SignedBatch, sign_batch
 from relay.attest.checkpoint import sign_checkpoint
 from relay.attest.keys import OperatorKey
 from relay.attest.merkle import CompactRange, leaf_hash
+from relay.attest.rotation import KeyRotation
 from relay.config import ConfigError, Settings
 from relay.ingest.client_config import ClientConfigDocument
 from relay.ingest.models import SCHEMA_VERSION
@@ -35,11 +36,14 @@ from relay.observation import IngestRecord
 from relay.outbox.outbox import ChainHead, Outbox
 from relay.outbox.shipper import Shipper
 from relay.privacy.contributor import WindowSalts
+from relay.privacy.dp_release import DpRelease
 from relay.privacy.geo import RegionResolver
 from relay.privacy.threshold import apply_threshold
 from relay.registry import register_own_key
 from relay.sinks.base import Sink
+from relay.sinks.dead_letter import DeadLetterFile
 from relay.sinks.documents import Document, batch_documents
+from relay.sinks.elasticsearch import ElasticsearchSink, make_client
 from relay.sinks.local import NdjsonSink, StoreSink
 from relay.wal.log import WriteAheadLog
 
@@ -49,6 +53,13 @@ log = logging.getLogger(__name__)
 
 # Rejection reasons counted in a batch's stats; `rejected` is their sum.
 REJECTION_REASONS = ("invalid", "late", "too_old", "too_new")
+
+# Readiness checks reported by /readyz that do not decide `ready`. A sink refusing our key
+# (401/403) pauses shipping, not ingest: the relay keeps accepting into the outbox, and if the
+# pause lasts, `outbox_below_high_water` turns readiness false in time (DESIGN §2: ready =
+# accepting, WAL writable, outbox under its high-water mark). Taking a relay out of its load
+# balancer for a credential problem on the lead's side would lose events instead of keeping them.
+INFORMATIONAL_CHECKS = frozenset({"sink_authorized"})
 
 
 def wall_clock_ms() -> int:
@@ -95,9 +106,23 @@ class OperatorRelay:
         self.key = load_or_create_key(data_dir / "operator.key", settings.origin)
         if register_own_key(settings.registry_path, settings.origin, self.key.verifier.encode()):
             log.info("registered this relay's key in %s", settings.registry_path)
+        # Key rotation updates only the relay's own registry; the lead's is the lead's to edit.
+        own_registry = settings.registry_path if settings.lead.registry is None else None
+        self.rotation = KeyRotation(data_dir, own_registry)
         self.metrics = RelayMetrics()
         self.resolver = RegionResolver(settings.privacy.geo)
-        self.windows = OpenWindows(settings.privacy.max_events_per_contributor)
+        privacy = settings.privacy
+        # dp mode (P7): a fixed publication with noisy counts, and a bound on cells per contributor.
+        self.dp: DpRelease | None = None
+        if privacy.mode == "dp":
+            self.dp = DpRelease.from_config(privacy, settings.window.seconds)
+            self.windows = OpenWindows(
+                privacy.max_events_per_contributor,
+                max_cells_per_contributor=privacy.max_cells_per_contributor,
+                nodes=self.dp.nodes,
+            )
+        else:
+            self.windows = OpenWindows(privacy.max_events_per_contributor)
         self.wal = WriteAheadLog(
             data_dir / "wal",
             apply=self.windows.apply,
@@ -115,7 +140,12 @@ class OperatorRelay:
         self.outbox = Outbox(data_dir / "outbox.sqlite", settings.origin)
         self.sink = self._make_sink()
         self.shipper = Shipper(
-            self.outbox, self.sink, self.metrics, settings.outbox.ship_interval_seconds
+            self.outbox,
+            self.sink,
+            self.metrics,
+            settings.outbox.ship_interval_seconds,
+            retry_base=settings.sink.retry_base_seconds,
+            retry_max=settings.sink.retry_max_seconds,
         )
         self.head: ChainHead | None = self.outbox.head()
         self.client_config = ClientConfigDocument(settings.client)
@@ -129,7 +159,15 @@ class OperatorRelay:
             return StoreSink(self.settings.data_dir / "store.sqlite")
         if sink.type == "ndjson":
             return NdjsonSink(sink.path or self.settings.data_dir / "documents.ndjson")
-        raise ConfigError(f"sink.type {sink.type} is not available in this release")
+        assert sink.url is not None  # SinkConfig requires it for elasticsearch
+        client = make_client(
+            sink.url,
+            api_key=sink.api_key.get_secret_value() if sink.api_key else None,
+            ca_certs=sink.ca_certs,
+            request_timeout=sink.request_timeout_seconds,
+        )
+        dead_letters = DeadLetterFile(self.settings.data_dir / "dead-letter.ndjson")
+        return ElasticsearchSink(client, dead_letters, self.metrics)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -171,7 +209,8 @@ class OperatorRelay:
         await self.seal_due()
         remaining = max(0.0, deadline - time.monotonic())
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.shipper.ship_pending(), timeout=remaining)
+            async with asyncio.timeout(remaining):
+                await self.shipper.ship_pending()
         await self.wal.close()
         await self.sink.close()
         self.outbox.close()
@@ -240,6 +279,10 @@ class OperatorRelay:
     async def _seal_span(self, span: _Span) -> None:
         started = time.perf_counter()
         head = self.head
+        # Key rotation (relay/attest/rotation.py): finish one a crash interrupted, then see
+        # whether this batch hands over to a waiting operator.next.key.
+        self.key = self.rotation.settle(self.key, None if head is None else head.batch_hash)
+        next_key = self.rotation.next_key(self.key)
         seq = 0 if head is None else head.seq + 1
         prev = ZERO_HASH if head is None else head.batch_hash
         frontier = (
@@ -247,8 +290,8 @@ class OperatorRelay:
             if head is None
             else CompactRange.from_list(head.log_size, head.log_frontier)
         )
-        signed, documents, checkpoint = await asyncio.to_thread(
-            self._build_batch, span, seq, prev, frontier
+        signed, documents, checkpoint, stats = await asyncio.to_thread(
+            self._build_batch, span, seq, prev, frontier, next_key
         )
         new_head = ChainHead(
             seq=seq,
@@ -257,37 +300,54 @@ class OperatorRelay:
             log_frontier=tuple(frontier.to_list()),
             checkpoint=checkpoint,
         )
+        if next_key is not None:
+            self.rotation.begin(self.key, next_key, seq, signed.batch_hash)
         self.outbox.commit(new_head, documents, sealed_at_ms=self.clock())
         self.head = new_head
+        if next_key is not None:
+            self.key = self.rotation.settle(self.key, signed.batch_hash)
         self.windows.sealed_until_ms = span.end_ms
         self.metrics.batches_signed.inc()
-        stats = signed.header["stats"]
         self.metrics.dropped.labels("over_cap").inc(stats["over_cap"])
         self.metrics.dropped.labels("suppressed").inc(stats["suppressed_events"])
         self.metrics.suppressed_cells.inc(stats["suppressed_cells"])
         self.metrics.seal_duration.observe(time.perf_counter() - started)
 
     def _build_batch(
-        self, span: _Span, seq: int, prev: bytes, frontier: CompactRange
-    ) -> tuple[SignedBatch, list[Document], str]:
+        self,
+        span: _Span,
+        seq: int,
+        prev: bytes,
+        frontier: CompactRange,
+        next_key: OperatorKey | None = None,
+    ) -> tuple[SignedBatch, list[Document], str, dict[str, int]]:
+        """The signed batch, its documents, the checkpoint, and the exact stats (for metrics)."""
         state = span.state
-        publication = apply_threshold(state.cells, self.settings.privacy.k)
-        summaries = [
-            cell.summary(key, span.start_ms, span.end_ms) for key, cell in publication.cells
-        ]
+        if self.dp is None:
+            publication = apply_threshold(state.cells, self.settings.privacy.k)
+            summaries = [
+                cell.summary(key, span.start_ms, span.end_ms) for key, cell in publication.cells
+            ]
+            suppressed = (publication.suppressed_cells, publication.suppressed_events)
+        else:
+            summaries = self.dp.summaries(state.cells, span.start_ms, span.end_ms)
+            suppressed = (0, state.unlisted)
         rejected = {reason: state.rejected.get(reason, 0) for reason in REJECTION_REASONS}
         stats = {
             "accepted": state.accepted,
             "rejected": sum(rejected.values()),
             **rejected,
             "over_cap": state.over_cap,
-            "suppressed_cells": publication.suppressed_cells,
-            "suppressed_events": publication.suppressed_events,
+            "suppressed_cells": suppressed[0],
+            "suppressed_events": suppressed[1],
             "unsupported_type": state.rejected.get("unsupported_type", 0),
         }
         extra: dict[str, Any] = {}
         if span.gap and span.end_ms - span.start_ms > self.window_ms:
             extra["gap"] = True
+        if next_key is not None:
+            # The last batch under this key names its successor (DESIGN §5.4).
+            extra["next_kid"] = next_key.kid
         signed = sign_batch(
             self.key,
             seq=seq,
@@ -298,15 +358,18 @@ class OperatorRelay:
             summaries=summaries,
             schema=SCHEMA_VERSION,
             privacy=self.privacy_header(),
-            stats=stats,
+            # dp mode signs stats derived from the noisy summaries: exact ones would leak.
+            stats=stats if self.dp is None else self.dp.stats(summaries, list(stats)),
             extra=extra,
         )
         frontier.append(leaf_hash(signed.msg))
         checkpoint = sign_checkpoint(self.key, frontier.size, frontier.root())
         documents = batch_documents(signed, summaries, checkpoint, self.settings.sink.index_prefix)
-        return signed, documents, checkpoint
+        return signed, documents, checkpoint, stats
 
     def privacy_header(self) -> dict[str, Any]:
+        if self.dp is not None:
+            return self.dp.header()
         p = self.settings.privacy
         return {
             "mode": p.mode,
@@ -338,4 +401,11 @@ class OperatorRelay:
             "wal_below_high_water": self.wal.size_bytes < 0.9 * self.wal.max_bytes,
             "outbox_below_high_water": self.outbox.size_bytes
             < 0.9 * self.settings.outbox.max_bytes,
+            "memory_below_high_water": self.windows.estimated_bytes
+            < 0.9 * self.settings.window.max_memory_bytes,
+            # Informational (see INFORMATIONAL_CHECKS): false while the sink refuses our key.
+            "sink_authorized": not self.shipper.paused,
         }
+
+    def is_ready(self, checks: dict[str, bool]) -> bool:
+        return all(ok for name, ok in checks.items() if name not in INFORMATIONAL_CHECKS)

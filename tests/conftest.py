@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import ClientSession
-from aiohttp.test_utils import TestServer
+from aiohttp import ClientSession, web
+from yarl import URL
 
 from relay.config import Settings
-from relay.ingest.http import create_app
+from relay.ingest.http import create_app, runner_options
+from relay.ingest.server import make_runner
 from relay.serve import OperatorRelay
 
 # 2026-01-05T00:00:00Z: a window boundary for every window length used in the tests.
@@ -30,10 +31,32 @@ class FakeClock:
         self.ms += int(seconds * 1000)
 
 
+class LiveServer:
+    """The relay's own runner (as `relay serve` uses it) on a free loopback port."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, runner: web.AppRunner) -> None:
+        self.runner = runner
+        self.port = 0
+
+    async def start(self) -> None:
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.host, 0)
+        await site.start()
+        self.port = self.runner.addresses[0][1]
+
+    def make_url(self, path: str) -> URL:
+        return URL(f"http://{self.host}:{self.port}{path}")
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+
 @dataclass
 class RunningRelay:
     relay: OperatorRelay
-    server: TestServer
+    server: LiveServer
     http: ClientSession
     clock: FakeClock
 
@@ -90,8 +113,8 @@ def start_relay(make_settings: SettingsFactory, clock: FakeClock) -> Callable[..
     async def start(settings: Settings | None = None, **overrides: Any) -> RunningRelay:
         relay = OperatorRelay(settings or make_settings(**overrides), clock=clock)
         await relay.start()
-        server = TestServer(create_app(relay))
-        await server.start_server()
+        server = LiveServer(make_runner(create_app(relay), **runner_options(relay)))
+        await server.start()
         running = RunningRelay(relay, server, ClientSession(), clock)
         started.append(running)
         return running

@@ -21,6 +21,12 @@ CellKey = tuple[str, str, str]  # (role, node id, region)
 # Canonical JSON keeps integers below 2^53 (DESIGN §5.1); a byte total saturates there.
 MAX_SAFE_INT = 2**53 - 1
 
+# Memory accounting for the open-window budget, measured with tracemalloc on CPython 3.11
+# (tests/test_cells.py checks the estimate stays above the measured size): ~88 B per
+# (cell, contributor) entry, ~1.9 kB per cell with a few histogram buckets.
+ENTRY_BYTES = 100
+CELL_BYTES = 2_500
+
 
 class Cell:
     __slots__ = (
@@ -117,6 +123,9 @@ class WindowState:
     accepted: int = 0
     over_cap: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
+    # dp mode only: events for nodes outside the published list, and cells per contributor.
+    unlisted: int = 0
+    cells_touched: dict[int, int] = field(default_factory=dict)
 
 
 class OpenWindows:
@@ -124,12 +133,31 @@ class OpenWindows:
 
     `apply` is deterministic in its input, so replaying the WAL rebuilds the exact state, including
     which events were over the cap.
+
+    In dp mode (P7) two more bounds apply: events for nodes outside `nodes` are dropped and
+    counted (`unlisted`), and a contributor adds to at most `max_cells_per_contributor` cells per
+    window; an event for a further cell is dropped and counted as over_cap.
     """
 
-    def __init__(self, max_events_per_contributor: int) -> None:
+    def __init__(
+        self,
+        max_events_per_contributor: int,
+        *,
+        max_cells_per_contributor: int | None = None,
+        nodes: frozenset[tuple[str, str]] | None = None,
+    ) -> None:
         self._cap = max_events_per_contributor
+        self._cells_cap = max_cells_per_contributor
+        self._nodes = nodes
         self._windows: dict[int, WindowState] = {}
         self.sealed_until_ms = -1
+        self._cells = 0
+        self._entries = 0
+
+    @property
+    def estimated_bytes(self) -> int:
+        """Approximate memory held by open windows (for the `window.max_memory_bytes` budget)."""
+        return self._cells * CELL_BYTES + self._entries * ENTRY_BYTES
 
     def __len__(self) -> int:
         return len(self._windows)
@@ -144,7 +172,11 @@ class OpenWindows:
         return sorted(self._windows)
 
     def pop(self, start_ms: int) -> WindowState:
-        return self._windows.pop(start_ms, None) or WindowState(start_ms)
+        state = self._windows.pop(start_ms, None) or WindowState(start_ms)
+        self._cells -= len(state.cells)
+        self._entries -= sum(len(cell.contributors) for cell in state.cells.values())
+        self._entries -= len(state.cells_touched)
+        return state
 
     def apply(self, record: IngestRecord) -> None:
         # Windows already sealed (their batches are in the outbox) are skipped: on replay this is
@@ -153,18 +185,34 @@ class OpenWindows:
         if record.rejected and record.arrival_window_ms >= sealed:
             self.window(record.arrival_window_ms).rejected.update(record.rejected)
         cap = self._cap
+        cells_cap = self._cells_cap
+        nodes = self._nodes
         for obs in record.observations:
             if obs.window_start_ms < sealed:
                 continue
             state = self.window(obs.window_start_ms)
             state.accepted += 1
+            if nodes is not None and (obs.role, obs.node_id) not in nodes:
+                state.unlisted += 1
+                continue
             key = (obs.role, obs.node_id, obs.region)
             cell = state.cells.get(key)
             if cell is None:
                 cell = state.cells[key] = Cell()
+                self._cells += 1
             seen = cell.contributors.get(obs.contributor, 0)
             if seen >= cap:
                 state.over_cap += 1
                 continue
+            if not seen:
+                if cells_cap is not None:
+                    touched = state.cells_touched.get(obs.contributor, 0)
+                    if touched >= cells_cap:
+                        state.over_cap += 1
+                        continue
+                    if not touched:
+                        self._entries += 1
+                    state.cells_touched[obs.contributor] = touched + 1
+                self._entries += 1
             cell.contributors[obs.contributor] = seen + 1
             cell.add(obs)

@@ -7,15 +7,20 @@ than `RequestContext`, which dies with the request (P1). Nothing here logs reque
 from __future__ import annotations
 
 import ipaddress
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
+from pydantic import ValidationError
 
 from relay.ingest.atlas import scrub_atlas
+from relay.ingest.auth import Authenticator, AuthError, Credential
 from relay.ingest.body import read_body
+from relay.ingest.limits import RateLimiter
+from relay.ingest.models import AtlasPayload, NativePayload
 from relay.ingest.native import scrub_native
 from relay.ingest.problem import Problem, problem_response
 from relay.ingest.scrub import Admission, RequestContext, ScrubResult
@@ -26,12 +31,11 @@ from relay.wal.log import WalFullError, WalUnavailableError
 if TYPE_CHECKING:
     from relay.serve import OperatorRelay
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "runner_options"]
 
 Scrub = Callable[[list[Any], RequestContext, Admission], ScrubResult]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-_BODY_TIMEOUT = 10.0
 _RETRY_AFTER = {"Retry-After": "5"}
 
 
@@ -62,11 +66,113 @@ def _etag_matches(if_none_match: str, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
+_PAYLOADS: dict[str, type[NativePayload] | type[AtlasPayload]] = {
+    "native": NativePayload,
+    "atlas": AtlasPayload,
+}
+
+
+def _parse_events(body: bytes, endpoint: str) -> list[Any]:
+    """The request's events: validated models if the whole body is valid, else raw values.
+
+    The fast path parses and validates in one pass in pydantic-core. Only a body with something
+    wrong in it takes the slow path, which names the envelope problem (400) or leaves the events
+    raw for per-event validation, so that the valid ones are still accepted.
+    """
+    try:
+        return list(_PAYLOADS[endpoint].model_validate_json(body).events)
+    except ValidationError:
+        pass
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise Problem(400, "invalid-json", "Body is not valid JSON") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("events"), list):
+        raise Problem(
+            400,
+            "invalid-envelope",
+            "Body must be an object with an events array",
+            'expected {"events": [...]}',
+        )
+    if endpoint == "native" and set(payload) != {"events"}:
+        raise Problem(
+            400,
+            "invalid-envelope",
+            "Unknown top-level field",
+            'the native envelope has only "events"',
+        )
+    events: list[Any] = payload["events"]
+    return events
+
+
+def runner_options(relay: OperatorRelay) -> dict[str, Any]:
+    """aiohttp server options that bound what a slow or abusive client can hold.
+
+    aiohttp's keep-alive timer runs from the moment a connection opens and closes it if no
+    complete request has arrived, so it is also the header timeout against slowloris.
+    """
+    ingest = relay.settings.ingest
+    return {
+        "access_log": None,  # it would log addresses and User-Agents (P1)
+        "keepalive_timeout": ingest.idle_timeout_seconds,
+        "max_line_size": ingest.max_header_bytes,
+        "max_field_size": ingest.max_header_bytes,
+    }
+
+
+class _Limits:
+    """The four token buckets of `ingest.rate_limit`."""
+
+    def __init__(self, relay: OperatorRelay) -> None:
+        cfg = relay.settings.ingest.rate_limit
+        self.enabled = cfg.enabled
+        self.ip_requests = RateLimiter(
+            cfg.ip_requests_per_second, cfg.ip_request_burst, max_tracked=cfg.max_tracked
+        )
+        self.ip_events = RateLimiter(
+            cfg.ip_events_per_second, cfg.ip_event_burst, max_tracked=cfg.max_tracked
+        )
+        self.token_requests = RateLimiter(
+            cfg.token_requests_per_second, cfg.token_request_burst, max_tracked=cfg.max_tracked
+        )
+        self.token_events = RateLimiter(
+            cfg.token_events_per_second, cfg.token_event_burst, max_tracked=cfg.max_tracked
+        )
+
+    def check(self, ip: str, credential: Credential | None, events: int | None) -> None:
+        """Raise a 429 Problem if the request (or, with `events`, its events) is over a limit."""
+        if not self.enabled:
+            return
+        if credential is None:
+            limiter, identity = (self.ip_requests, self.ip_events)[events is not None], ip
+        else:
+            limiter = (self.token_requests, self.token_events)[events is not None]
+            identity = credential.rate_key
+        wait = limiter.take(identity, 1.0 if events is None else float(events))
+        if wait:
+            raise Problem(
+                429,
+                "rate-limited",
+                "Too many requests or events; slow down",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+
+
 def create_app(relay: OperatorRelay) -> web.Application:
     settings = relay.settings
     ingest = settings.ingest
     trusted = [ipaddress.ip_network(cidr, strict=False) for cidr in ingest.trusted_proxies]
     metrics = relay.metrics
+    limits = _Limits(relay)
+    auth = ingest.auth
+    authenticator = Authenticator(
+        required=auth.required,
+        bearer_tokens={
+            name: token.get_secret_value() for name, token in auth.bearer_tokens.items()
+        },
+        session_issuers=auth.session_issuers,
+        session_max_ttl_s=auth.session_max_ttl_seconds,
+    )
 
     async def _ingest(request: web.Request, endpoint: str, scrub: Scrub) -> web.Response:
         started = time.perf_counter()
@@ -94,26 +200,30 @@ def create_app(relay: OperatorRelay) -> web.Application:
             raise Problem(
                 503, "wal-unavailable", "Relay cannot store events right now", headers=_RETRY_AFTER
             )
-        body = await read_body(request, ingest.max_body_bytes, _BODY_TIMEOUT)
+        if relay.windows.estimated_bytes >= settings.window.max_memory_bytes:
+            raise Problem(
+                503,
+                "memory-budget",
+                "Relay is at its memory budget; retry later",
+                headers=_RETRY_AFTER,
+            )
+        now_ms = relay.clock()
         try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise Problem(400, "invalid-json", "Body is not valid JSON") from None
-        if not isinstance(payload, dict) or not isinstance(payload.get("events"), list):
-            raise Problem(
-                400,
-                "invalid-envelope",
-                "Body must be an object with an events array",
-                'expected {"events": [...]}',
+            credential = authenticator.authenticate(
+                request.headers.get("Authorization"), now_ms // 1000
             )
-        if endpoint == "native" and set(payload) != {"events"}:
+        except AuthError as exc:
             raise Problem(
-                400,
-                "invalid-envelope",
-                "Unknown top-level field",
-                'the native envelope has only "events"',
-            )
-        events: list[Any] = payload["events"]
+                401,
+                "unauthorized",
+                "Missing or invalid token",
+                str(exc),
+                headers={"WWW-Authenticate": 'Bearer realm="relay"'},
+            ) from None
+        ip = _client_ip(request, trusted)
+        limits.check(ip, credential, None)
+        body = await read_body(request, ingest.max_body_bytes, ingest.body_timeout_seconds)
+        events = _parse_events(body, endpoint)
         if len(events) > ingest.max_events_per_request:
             raise Problem(
                 413,
@@ -121,8 +231,7 @@ def create_app(relay: OperatorRelay) -> web.Application:
                 "Too many events in one request",
                 f"at most {ingest.max_events_per_request} events per request",
             )
-        now_ms = relay.clock()
-        ip = _client_ip(request, trusted)
+        limits.check(ip, credential, len(events))
         ctx = RequestContext(
             now_ms=now_ms,
             region=relay.resolver.resolve(ip),
@@ -187,11 +296,14 @@ def create_app(relay: OperatorRelay) -> web.Application:
 
     async def readyz(request: web.Request) -> web.Response:
         checks = relay.readiness()
-        ready = all(checks.values())
+        ready = relay.is_ready(checks)
         return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
 
     async def get_metrics(request: web.Request) -> web.Response:
         metrics.wal_bytes.set(relay.wal.size_bytes)
+        metrics.open_windows_bytes.set(relay.windows.estimated_bytes)
+        metrics.open_windows.set(len(relay.windows))
+        metrics.update_outbox(relay.outbox)
         return web.Response(
             body=metrics.exposition(),
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
