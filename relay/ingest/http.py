@@ -22,7 +22,7 @@ from relay.ingest.body import read_body
 from relay.ingest.limits import RateLimiter
 from relay.ingest.models import AtlasPayload, NativePayload
 from relay.ingest.native import scrub_native
-from relay.ingest.problem import Problem, problem_response
+from relay.ingest.problem import Problem, http_error_problem, problem_response
 from relay.ingest.scrub import Admission, RequestContext, ScrubResult
 from relay.observation import IngestRecord
 from relay.privacy.contributor import network_material
@@ -341,10 +341,7 @@ async def _problems_middleware(request: web.Request, handler: Handler) -> web.St
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        slug = exc.reason.lower().replace(" ", "-")
-        # Keep Allow on 405 (RFC 9110 §15.5.6 requires it); the rest describes aiohttp's body.
-        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        return problem_response(Problem(exc.status, slug, exc.reason, headers=headers), None)
+        return problem_response(http_error_problem(exc))
 
 
 def _cors_middleware(allowed: list[str], max_age: int) -> Callable[..., Any]:

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-__all__ = ["PROBLEM_TYPE_BASE", "Problem", "problem_response"]
+__all__ = ["PROBLEM_TYPE_BASE", "Problem", "http_error_problem", "problem_response"]
 
 PROBLEM_TYPE_BASE = "urn:relay:problem:"
 
@@ -54,3 +54,13 @@ def problem_response(problem: Problem, instance: str | None = None) -> web.Respo
         content_type="application/problem+json",
         headers=problem.headers,
     )
+
+
+def http_error_problem(exc: web.HTTPException) -> Problem:
+    """aiohttp's own error (404, 405, ...) as a Problem, keeping Allow on a 405.
+
+    RFC 9110 §15.5.6 requires Allow on 405; the rest of the exception describes aiohttp's text
+    body and is dropped.
+    """
+    headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+    return Problem(exc.status, exc.reason.lower().replace(" ", "-"), exc.reason, headers=headers)

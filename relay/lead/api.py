@@ -18,7 +18,7 @@ import orjson
 from aiohttp import web
 
 from relay.aggregate.cells import MAX_SAFE_INT
-from relay.ingest.problem import Problem, problem_response
+from relay.ingest.problem import Problem, http_error_problem, problem_response
 from relay.lead.service import LeadService
 from relay.lead.timerange import RangeError, TimeRange, parse_range, parse_step
 
@@ -233,10 +233,7 @@ def _middleware(tokens: Mapping[str, str]) -> Callable[..., Awaitable[web.Stream
         except web.HTTPRedirection:
             raise
         except web.HTTPException as exc:
-            allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}
-            return problem_response(
-                Problem(exc.status, f"http-{exc.status}", exc.reason, headers=allow)
-            )
+            return problem_response(http_error_problem(exc))
         except Exception:
             log.exception("lead API: %s %s failed", request.method, request.path)
             return problem_response(Problem(500, "internal", "The lead API failed"))
