@@ -15,6 +15,8 @@ from relay.config import Settings
 from relay.ingest.http import create_app, runner_options
 from relay.ingest.server import make_runner
 from relay.serve import OperatorRelay
+from relay.sinks.documents import Document
+from relay.sinks.store import EmbeddedStore
 
 # 2026-01-05T00:00:00Z: a window boundary for every window length used in the tests.
 T0_MS = 1_767_571_200_000
@@ -171,3 +173,12 @@ def signal_event(
     if client is not None:
         event["client"] = client
     return event
+
+
+def stored_documents(data_dir: Path) -> list[Document]:
+    """Every document in the embedded store under `data_dir`, in export order."""
+    store = EmbeddedStore(data_dir / "store.sqlite", readonly=True)
+    try:
+        return list(store.documents())
+    finally:
+        store.close()

@@ -15,7 +15,7 @@ import pytest
 from relay.attest.merkle import leaf_hash, verify_inclusion
 from relay.serve import OperatorRelay
 from relay.sinks.documents import Document
-from tests.conftest import T0_MS, RunningRelay, request_event, signal_event
+from tests.conftest import T0_MS, RunningRelay, request_event, signal_event, stored_documents
 
 EU_IP = "81.2.69.160"  # GB
 NA_IP = "8.8.8.8"  # US
@@ -24,14 +24,8 @@ StartRelay = Callable[..., Any]
 
 
 def shipped(relay: OperatorRelay) -> list[Document]:
-    """Every document in the embedded store, in export order."""
-    from relay.sinks.store import EmbeddedStore
-
-    store = EmbeddedStore(relay.settings.data_dir / "store.sqlite", readonly=True)
-    try:
-        return list(store.documents())
-    finally:
-        store.close()
+    """Every document in the relay's embedded store, in export order."""
+    return stored_documents(relay.settings.data_dir)
 
 
 async def ship(running: RunningRelay) -> list[Document]:

@@ -24,8 +24,7 @@ from relay import schemagen
 from relay.ingest.models import NativeEvent, NativePayload
 from relay.registry import Registry
 from relay.sinks.documents import Document
-from relay.sinks.store import EmbeddedStore
-from tests.conftest import RunningRelay, request_event, signal_event
+from tests.conftest import RunningRelay, request_event, signal_event, stored_documents
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = ROOT / "schemas"
@@ -147,14 +146,6 @@ def _atlas_traffic() -> dict[str, Any]:
     return {"events": events}
 
 
-def _stored(data_dir: Path) -> list[Document]:
-    store = EmbeddedStore(data_dir / "store.sqlite", readonly=True)
-    try:
-        return list(store.documents())
-    finally:
-        store.close()
-
-
 def _kind(document: Document) -> str:
     return SUMMARY if "|s|" in document.id else BATCH
 
@@ -190,7 +181,7 @@ async def test_shipped_documents_validate(relay_server: RunningRelay, data_dir: 
     await _produce(relay_server)
     relay = relay_server.relay
     assert await relay.shipper.ship_pending()
-    _check_documents(_stored(data_dir))
+    _check_documents(stored_documents(data_dir))
 
 
 async def test_dp_mode_documents_validate(start_relay: Any, data_dir: Path) -> None:
@@ -200,7 +191,7 @@ async def test_dp_mode_documents_validate(start_relay: Any, data_dir: Path) -> N
     assert status == 202
     assert await running.seal_after(70) == 1
     assert await running.relay.shipper.ship_pending()
-    documents = _stored(data_dir)
+    documents = stored_documents(data_dir)
     assert sum(_kind(d) == SUMMARY for d in documents) == 2 * 8  # every listed node × region
     for document in documents:
         assert errors(_kind(document), json.loads(document.to_line())) == [], document.id
@@ -219,7 +210,7 @@ async def test_documents_with_anything_more_are_invalid(
 ) -> None:
     await _produce(relay_server)
     assert await relay_server.relay.shipper.ship_pending()
-    documents = _stored(data_dir)
+    documents = stored_documents(data_dir)
     batch, summary = (json.loads(d.to_line()) for d in documents[:2])
     assert errors(BATCH, batch) == [] and errors(SUMMARY, summary) == []
 

@@ -21,9 +21,8 @@ from relay.attest.keys import OperatorKey
 from relay.attest.merkle import CompactRange, inclusion_proofs, leaf_hash, root
 from relay.registry import Registry
 from relay.sinks.documents import Document
-from relay.sinks.store import EmbeddedStore
 from relay.verify import VerificationReport, verify_documents
-from tests.conftest import RunningRelay, request_event, signal_event
+from tests.conftest import RunningRelay, request_event, signal_event, stored_documents
 
 ORIGIN = "test.relay/one"
 
@@ -49,14 +48,6 @@ async def run_windows(running: RunningRelay, windows: int) -> None:
         assert status == 202 and body["accepted"] == len(events), body
         due_ms = running.relay.windows.sealed_until_ms + 60_000 + 10_000 + 1_000
         assert await running.seal_after((due_ms - running.clock()) / 1000) == 1
-
-
-def stored_documents(data_dir: Path) -> list[Document]:
-    store = EmbeddedStore(data_dir / "store.sqlite", readonly=True)
-    try:
-        return list(store.documents())
-    finally:
-        store.close()
 
 
 async def honest_export(running: RunningRelay, windows: int = 4) -> list[Document]:

@@ -16,6 +16,7 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
+from relay.aggregate.window import window_start
 from relay.ingest.atlas import scrub_atlas
 from relay.ingest.auth import Authenticator, AuthError, Credential
 from relay.ingest.body import read_body
@@ -243,7 +244,7 @@ def create_app(relay: OperatorRelay) -> web.Application:
             rejected["unsupported_type"] = result.unsupported
         if result.observations or rejected:
             record = IngestRecord(
-                arrival_window_ms=now_ms - now_ms % relay.window_ms,
+                arrival_window_ms=window_start(now_ms, relay.window_ms),
                 observations=tuple(result.observations),
                 rejected=rejected,
             )

@@ -231,14 +231,7 @@ class LeadService:
                         }
                         for key in entry.keys
                     ],
-                    "head": None
-                    if head is None
-                    else {
-                        "seq": head.seq,
-                        "batch_hash": head.batch_hash,
-                        "checkpoint": head.checkpoint,
-                        "last_window_end_ms": head.last_window_end_ms,
-                    },
+                    "head": None if head is None else head.to_dict(),
                     "last_seen_ms": None if seen is None else seen.last_signed_at_ms,
                     "last_window_end_ms": None if seen is None else seen.last_window_end_ms,
                     "batches": 0 if seen is None else seen.batches,

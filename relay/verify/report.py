@@ -19,6 +19,14 @@ class OriginHead:
     checkpoint: str | None  # its stored checkpoint note, if that opened with the batch's key
     last_window_end_ms: int
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "batch_hash": self.batch_hash,
+            "checkpoint": self.checkpoint,
+            "last_window_end_ms": self.last_window_end_ms,
+        }
+
 
 @dataclass(slots=True)
 class OriginTotals:
@@ -53,14 +61,7 @@ class VerificationReport:
                 "batches": totals.batches,
                 "batches_verified": totals.verified,
                 "summaries_checked": totals.summaries,
-                "head": None
-                if head is None
-                else {
-                    "seq": head.seq,
-                    "batch_hash": head.batch_hash,
-                    "checkpoint": head.checkpoint,
-                    "last_window_end_ms": head.last_window_end_ms,
-                },
+                "head": None if head is None else head.to_dict(),
             }
         return {
             "ok": self.ok,
