@@ -13,7 +13,9 @@ from yarl import URL
 
 from relay.config import Settings
 from relay.ingest.http import create_app, runner_options
+from relay.ingest.scrub import ms_bucket, throughput_bucket
 from relay.ingest.server import make_runner
+from relay.observation import Observation
 from relay.serve import OperatorRelay
 from relay.sinks.documents import Document
 from relay.sinks.store import EmbeddedStore
@@ -182,3 +184,53 @@ def stored_documents(data_dir: Path) -> list[Document]:
         return list(store.documents())
     finally:
         store.close()
+
+
+OBSERVATION_FIELDS = (
+    "window_start_ms",
+    "contributor",
+    "role",
+    "node_id",
+    "kind",
+    "name",
+    "op",
+    "asset",
+    "ttfb_bucket",
+    "duration_bucket",
+    "bytes",
+    "throughput_bucket",
+)
+
+
+def observation(
+    contributor: int,
+    node_id: str = "d1",
+    *,
+    window_start_ms: int = 0,
+    kind: str = "request",
+    name: str = "ok",
+    op: str | None = "download",
+    asset: str | None = None,
+    ttfb_ms: float | None = None,
+    duration_ms: float | None = None,
+    bytes: int | None = None,
+) -> Observation:
+    """An observation as the scrub builds it, from timings in ms as the tests think of them."""
+    return (
+        window_start_ms,
+        contributor,
+        "distributor",
+        node_id,
+        kind,
+        name,
+        op,
+        asset,
+        ms_bucket(ttfb_ms),
+        ms_bucket(duration_ms),
+        bytes,
+        throughput_bucket(bytes, duration_ms),
+    )
+
+
+def observation_fields(observation: Observation) -> dict[str, Any]:
+    return dict(zip(OBSERVATION_FIELDS, observation, strict=True))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from relay.ingest.atlas import classify_error, scrub_atlas
-from relay.ingest.scrub import Admission, RequestContext
+from relay.ingest.decode import decode_atlas
+from relay.ingest.scrub import Admission, RequestContext, ScrubResult, ms_bucket
 from relay.privacy.contributor import WindowSalts
-from tests.conftest import T0_MS, RunningRelay
+from tests.conftest import T0_MS, RunningRelay, observation_fields
 
 USER = {
     "accountId": "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY",
@@ -44,6 +46,12 @@ def admission() -> Admission:
 
 
 CTX = RequestContext(now_ms=T0_MS + 5_000, region="EU", network_material=b"n\x00test")
+
+
+def scrub(events: list[Any], adm: Admission | None = None) -> ScrubResult:
+    """The events as the handler sees them: decoded from a JSON body, then scrubbed."""
+    decoded = decode_atlas(orjson.dumps({"events": events}))
+    return scrub_atlas(decoded, CTX, adm or admission())
 
 
 @pytest.mark.parametrize(
@@ -85,10 +93,11 @@ def test_every_atlas_type_maps() -> None:
         {"type": "funds-withdrawal", "channelId": "7", "amount": "100", "user": USER},
         {"type": "user-statistics-benchmark-time", "time": 12, "user": USER},
     ]
-    result = scrub_atlas(events, CTX, admission())
+    result = scrub(events)
     assert result.unsupported == 3
     assert not result.errors
-    mapped = [(o.kind, o.role, o.node_id, o.name, o.op) for o in result.observations]
+    observations = [observation_fields(o) for o in result.observations]
+    mapped = [(o["kind"], o["role"], o["node_id"], o["name"], o["op"]) for o in observations]
     assert mapped == [
         ("request", "distributor", "1:3", "ok", "download"),
         ("request", "distributor", "1:3", "http_5xx", "download"),
@@ -99,23 +108,26 @@ def test_every_atlas_type_maps() -> None:
         ("request", "storage", "0:7", "timeout", "upload"),
         ("signal", "storage", "dynamic:channel:7", "missing_operators", None),
     ]
-    timing = result.observations[0]
-    assert (timing.ttfb_ms, timing.duration_ms, timing.asset) == (85.5, 1200, "video")
-    assert {o.window_start_ms for o in result.observations} == {T0_MS}
-    assert {o.region for o in result.observations} == {"EU"}
+    timing = observations[0]
+    assert (timing["ttfb_bucket"], timing["duration_bucket"], timing["asset"]) == (
+        ms_bucket(85.5),
+        ms_bucket(1200),
+        "video",
+    )
+    assert {o["window_start_ms"] for o in observations} == {T0_MS}
     # One Atlas user is one contributor, keyed from accountId, not from the network.
-    assert len({o.contributor for o in result.observations}) == 1
+    assert len({o["contributor"] for o in observations}) == 1
 
 
 def test_contributor_falls_back_to_member_then_network() -> None:
     adm = admission()
-    by_account = scrub_atlas([atlas("distributor-response-timeout")], CTX, adm)
+    by_account = scrub([atlas("distributor-response-timeout")], adm)
     member_only = {**atlas("distributor-response-timeout"), "user": {"memberId": "42"}}
     anonymous = atlas("distributor-response-timeout")
     del anonymous["user"]
-    by_member = scrub_atlas([member_only], CTX, adm)
-    by_network = scrub_atlas([anonymous], CTX, adm)
-    keys = {r.observations[0].contributor for r in (by_account, by_member, by_network)}
+    by_member = scrub([member_only], adm)
+    by_network = scrub([anonymous], adm)
+    keys = {r.observations[0][1] for r in (by_account, by_member, by_network)}
     assert len(keys) == 3
 
 
@@ -124,7 +136,7 @@ def test_events_without_a_usable_node_are_rejected() -> None:
     del no_node["distributorId"]
     bad_node = atlas("distributor-response-time", distributorId="https://evil.example/x")
     not_an_object = "distributor-response-time"
-    result = scrub_atlas([no_node, bad_node, not_an_object], CTX, admission())
+    result = scrub([no_node, bad_node, not_an_object])
     assert not result.observations
     assert [e["index"] for e in result.errors] == [0, 1, 2]
     assert result.rejected["invalid"] == 3

@@ -15,7 +15,7 @@ import orjson
 from relay.aggregate.cells import OpenWindows
 from relay.bench.bodies import atlas_bodies
 from relay.ingest.atlas import scrub_atlas
-from relay.ingest.http import _parse_events
+from relay.ingest.decode import decode_atlas
 from relay.ingest.scrub import Admission, RequestContext
 from relay.observation import IngestRecord
 from relay.privacy.contributor import WindowSalts
@@ -47,8 +47,8 @@ def test_pipeline_cost_relative_to_parsing() -> None:
 
     def pipeline() -> None:
         for body in bodies:
-            result = scrub_atlas(_parse_events(body, "atlas"), ctx, admission)
-            record = IngestRecord(NOW_MS - NOW_MS % 300_000, tuple(result.observations), {})
+            result = scrub_atlas(decode_atlas(body), ctx, admission)
+            record = IngestRecord(NOW_MS - NOW_MS % 300_000, "EU", result.observations, {})
             codec.encode(record)
             windows.apply(record)
 

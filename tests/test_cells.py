@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import tracemalloc
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.aggregate.cells import OpenWindows
+from relay.ingest.decode import decode_native
 from relay.ingest.models import MAX_BYTES, MAX_DURATION_MS, MAX_TTFB_MS
-from relay.observation import IngestRecord, Observation
+from relay.ingest.native import scrub_native
+from relay.ingest.scrub import Admission, RequestContext
+from relay.observation import IngestRecord
+from relay.privacy.contributor import WindowSalts
+from tests.conftest import observation, request_event
 
 
 @settings(max_examples=300, deadline=None)
@@ -21,23 +27,20 @@ from relay.observation import IngestRecord, Observation
 def test_any_valid_request_is_counted(
     ttfb: float | None, duration: float | None, size: int | None
 ) -> None:
+    # Scrub and apply are total: no value the schema admits makes either raise.
+    body = orjson.dumps({"events": [request_event(ttfb_ms=ttfb, duration_ms=duration, bytes=size)]})
+    ctx = RequestContext(now_ms=60_000, region="EU", network_material=b"n\x00test")
+    admission = Admission(
+        window_ms=60_000,
+        max_past_ms=60_000,
+        max_future_ms=60_000,
+        salts=WindowSalts(),
+        persist_salt=lambda window, salt: None,
+    )
+    result = scrub_native(decode_native(body), ctx, admission)
     windows = OpenWindows(max_events_per_contributor=50)
     windows.sealed_until_ms = 0
-    obs = Observation(
-        60_000,
-        1,
-        "distributor",
-        "d1",
-        "EU",
-        "request",
-        "ok",
-        "download",
-        None,
-        ttfb,
-        duration,
-        size,
-    )
-    windows.apply(IngestRecord(60_000, (obs,), {}))
+    windows.apply(IngestRecord(60_000, "EU", result.observations, {}))
     state = windows.pop(60_000)
     (cell,) = state.cells.values()
     assert (state.accepted, cell.requests) == (1, 1)
@@ -54,23 +57,18 @@ def test_memory_estimate_is_conservative() -> None:
         for chunk in range(5):
             record = IngestRecord(
                 60_000,
-                tuple(
-                    Observation(
-                        60_000,
+                "EU",
+                [
+                    observation(
                         chunk * 10_000 + n,
-                        "distributor",
                         f"d{n % 50}",
-                        "EU",
-                        "request",
-                        "ok",
-                        "download",
-                        None,
-                        n % 900,
-                        n % 9000,
-                        n,
+                        window_start_ms=60_000,
+                        ttfb_ms=n % 900,
+                        duration_ms=n % 9000,
+                        bytes=n,
                     )
                     for n in range(10_000)
-                ),
+                ],
                 {},
             )
             windows.apply(record)

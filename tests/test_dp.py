@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -38,7 +38,7 @@ from relay.privacy.ledger import (
 )
 from relay.serve import OperatorRelay
 from relay.sinks.store import EmbeddedStore
-from tests.conftest import RunningRelay, request_event, signal_event
+from tests.conftest import RunningRelay, observation, request_event, signal_event
 
 ROOT = Path(__file__).resolve().parent.parent
 NODES = [{"role": "distributor", "id": "d1"}, {"role": "storage", "id": "s1"}]
@@ -229,17 +229,20 @@ def test_noise_scale_is_the_smallest_integer_at_least_delta_over_epsilon() -> No
 # -- contribution bounds --------------------------------------------------------------------------
 
 
-def obs(contributor: int, node: str = "d1", region: str = "EU", **fields: Any) -> Observation:
-    values: dict[str, Any] = {"kind": "request", "name": "ok", "op": "download", **fields}
-    return Observation(0, contributor, "distributor", node, region, **values)
+def obs(contributor: int, node: str = "d1", **fields: Any) -> Observation:
+    return observation(contributor, node, **fields)
+
+
+def record(observations: Iterable[Observation], region: str = "EU") -> IngestRecord:
+    return IngestRecord(0, region, list(observations), {})
 
 
 def test_flood_by_one_client_is_bounded_in_cells_and_events() -> None:
     nodes = frozenset(("distributor", f"d{i}") for i in range(10))
     windows = OpenWindows(5, max_cells_per_contributor=2, nodes=nodes)
     flood = tuple(obs(7, f"d{i % 12}") for i in range(1200))  # 10 listed nodes and 2 others
-    windows.apply(IngestRecord(0, flood, {}))
-    windows.apply(IngestRecord(0, (obs(8, "d5"),), {}))
+    windows.apply(record(flood))
+    windows.apply(record((obs(8, "d5"),)))
     state = windows.pop(0)
     touched = {key: cell for key, cell in state.cells.items() if 7 in cell.contributors}
     assert len(touched) == 2
@@ -253,7 +256,7 @@ def test_flood_by_one_client_is_bounded_in_cells_and_events() -> None:
 
 def test_aggregate_mode_has_no_cell_bound() -> None:
     windows = OpenWindows(5)
-    windows.apply(IngestRecord(0, tuple(obs(7, f"d{i}") for i in range(40)), {}))
+    windows.apply(record(tuple(obs(7, f"d{i}") for i in range(40))))
     state = windows.pop(0)
     assert (len(state.cells), state.over_cap, state.unlisted) == (40, 0, 0)
 
@@ -283,7 +286,6 @@ def test_one_contributor_moves_at_most_c_cells_by_at_most_delta(
 
     def cells(without: int | None) -> dict[Any, list[int]]:
         windows = OpenWindows(m, max_cells_per_contributor=c, nodes=nodes)
-        observations = []
         for who, node, region, kind, name, asset, ttfb, duration, size in events:
             if who == without:
                 continue
@@ -293,8 +295,8 @@ def test_one_contributor_moves_at_most_c_cells_by_at_most_delta(
             else:
                 name = "ok" if name not in ("ok", "timeout") else name
                 fields = {"name": name, "ttfb_ms": ttfb, "duration_ms": duration, "bytes": size}
-            observations.append(obs(who, node, region, asset=asset, **fields))
-        windows.apply(IngestRecord(0, tuple(observations), {}))
+            # One record per event: the region is a request's, and the order is kept.
+            windows.apply(record([obs(who, node, asset=asset, **fields)], region))
         return {k: dp.cell_counts(cell) for k, cell in windows.pop(0).cells.items()}
 
     with_all, without = cells(None), cells(0)
@@ -336,7 +338,7 @@ def test_noise_rejects_what_it_cannot_release() -> None:
 
 def test_noisy_summary_is_consistent() -> None:
     windows = OpenWindows(50, max_cells_per_contributor=2, nodes=frozenset({("distributor", "d1")}))
-    windows.apply(IngestRecord(0, (obs(1, ttfb_ms=20.0), obs(2, kind="signal", name="dns")), {}))
+    windows.apply(record((obs(1, ttfb_ms=20.0), obs(2, kind="signal", name="dns"))))
     cell = windows.pop(0).cells[("distributor", "d1", "EU")]
     noisy = dp.add_noise(dp.cell_counts(cell), 2)
     summary = dp.noisy_summary(("distributor", "d1", "EU"), noisy, 0, 60_000)
@@ -358,7 +360,7 @@ def test_the_layout_round_trips_the_exact_summary() -> None:
         obs(2, name="timeout", op="probe", ttfb_ms=0.05),
         obs(3, kind="signal", name="playback_slow", op=None, asset="image"),
     )
-    windows.apply(IngestRecord(0, events, {}))
+    windows.apply(record(events))
     cell = windows.pop(0).cells[key]
     summary = dp.noisy_summary(key, dp.cell_counts(cell), 0, 60_000)
     expected = cell.summary(key, 0, 60_000)

@@ -28,6 +28,7 @@ from relay.aggregate.cells import Cell, OpenWindows
 from relay.observation import IngestRecord, Observation
 from relay.privacy import dp
 from relay.privacy.ledger import COUNTERS_PER_EVENT, noise_scale
+from tests.conftest import observation
 
 EPSILON = Decimal(1)
 M = 2  # max_events_per_contributor
@@ -39,15 +40,10 @@ TARGET = 1  # the contributor whose presence the adversary tests
 
 def _request(contributor: int) -> Observation:
     # Every optional field set: the event touches all six noised values it can.
-    return Observation(
-        window_start_ms=0,
-        contributor=contributor,
-        role="distributor",
-        node_id="d1",
-        region="EU",
-        kind="request",
+    return observation(
+        contributor,
+        "d1",
         name="timeout",
-        op="download",
         asset="video",
         ttfb_ms=250.0,
         duration_ms=4000.0,
@@ -59,7 +55,7 @@ def _cell(with_target: bool) -> Cell:
     windows = OpenWindows(M, max_cells_per_contributor=2, nodes=frozenset({("distributor", "d1")}))
     background = [_request(c) for c in range(100, 160) for _ in range(3)]  # 60 × m = 120 kept
     flood = [_request(TARGET)] * 500 if with_target else []  # bounded to m
-    windows.apply(IngestRecord(0, tuple(background + flood), {}))
+    windows.apply(IngestRecord(0, "EU", background + flood, {}))
     return windows.pop(0).cells[("distributor", "d1", "EU")]
 
 

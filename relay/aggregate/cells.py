@@ -8,13 +8,14 @@ which serves both the bound of P4 and the distinct count of P5.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from relay.aggregate import histogram
-from relay.observation import IngestRecord, Observation
+from relay.observation import IngestRecord
 
-__all__ = ["MAX_SAFE_INT", "Cell", "CellKey", "OpenWindows", "WindowState"]
+__all__ = ["MAX_SAFE_INT", "Cell", "CellKey", "EventLabel", "OpenWindows", "WindowState"]
 
 CellKey = tuple[str, str, str]  # (role, node id, region)
 
@@ -28,71 +29,102 @@ ENTRY_BYTES = 100
 CELL_BYTES = 2_500
 
 
+EventLabel = tuple[str, str, str | None]  # (kind, name, op) of an observation
+_K = TypeVar("_K")
+
+
+def _add_into(total: dict[_K, int], more: Mapping[_K, int]) -> None:
+    for key, count in more.items():
+        total[key] = total.get(key, 0) + count
+
+
+def _sum_by(pairs: Iterable[tuple[str, int]]) -> dict[str, int]:
+    sums: dict[str, int] = {}
+    for key, count in pairs:
+        sums[key] = sums.get(key, 0) + count
+    return sums
+
+
 class Cell:
     __slots__ = (
         "assets",
         "bytes_total",
         "contributors",
         "duration",
-        "ops",
-        "outcomes",
-        "requests",
-        "signals",
+        "tally",
         "throughput",
         "ttfb",
     )
 
     def __init__(self) -> None:
         self.contributors: dict[int, int] = {}
-        self.requests = 0
-        self.outcomes: Counter[str] = Counter()
-        self.ops: Counter[str] = Counter()
-        self.signals: Counter[str] = Counter()
-        self.assets: Counter[str] = Counter()
+        # Events by (kind, name, op): one dict update per event on the hot path; the published
+        # outcomes, ops and signals are derived from it.
+        self.tally: dict[EventLabel, int] = {}
+        self.assets: dict[str, int] = {}
         self.bytes_total = 0
-        self.ttfb: Counter[int] = Counter()
-        self.duration: Counter[int] = Counter()
-        self.throughput: Counter[int] = Counter()
+        self.ttfb: dict[int, int] = {}
+        self.duration: dict[int, int] = {}
+        self.throughput: dict[int, int] = {}
+
+    @property
+    def requests(self) -> int:
+        return sum(count for (kind, _, _), count in self.tally.items() if kind == "request")
+
+    @property
+    def outcomes(self) -> dict[str, int]:
+        return _sum_by((name, n) for (kind, name, _), n in self.tally.items() if kind == "request")
+
+    @property
+    def ops(self) -> dict[str, int]:
+        return _sum_by(
+            (op or "download", n) for (kind, _, op), n in self.tally.items() if kind == "request"
+        )
+
+    @property
+    def signals(self) -> dict[str, int]:
+        return _sum_by((name, n) for (kind, name, _), n in self.tally.items() if kind == "signal")
 
     @property
     def events(self) -> int:
-        return self.requests + sum(self.signals.values())
+        return sum(self.tally.values())
 
-    def add(self, obs: Observation) -> None:
-        if obs.asset is not None:
-            self.assets[obs.asset] += 1
-        if obs.kind == "signal":
-            self.signals[obs.name] += 1
-            return
-        self.requests += 1
-        self.outcomes[obs.name] += 1
-        self.ops[obs.op or "download"] += 1
-        if obs.ttfb_ms is not None:
-            self.ttfb[histogram.bucket_index(obs.ttfb_ms * 1000)] += 1
-        if obs.duration_ms is not None:
-            self.duration[histogram.bucket_index(obs.duration_ms * 1000)] += 1
-        if obs.bytes is not None:
-            self.bytes_total = min(self.bytes_total + obs.bytes, MAX_SAFE_INT)
-            if obs.duration_ms:
-                rate = obs.bytes * 1000 / obs.duration_ms
-                # Beyond ~9 Tbit/s is a measurement artefact, not a rate: leave it out of the
-                # histogram. `add` runs inside the WAL writer and on replay, so it never raises.
-                if rate <= histogram.MAX_VALUE:
-                    self.throughput[histogram.bucket_index(rate)] += 1
+    def add(
+        self,
+        kind: str,
+        name: str,
+        op: str | None,
+        asset: str | None,
+        ttfb: int | None,
+        duration: int | None,
+        nbytes: int | None,
+        throughput: int | None,
+    ) -> None:
+        """Count one observation (its fields after window, contributor and cell key)."""
+        label = (kind, name, op)
+        tally = self.tally
+        tally[label] = tally.get(label, 0) + 1
+        if asset is not None:
+            self.assets[asset] = self.assets.get(asset, 0) + 1
+        if ttfb is not None:
+            self.ttfb[ttfb] = self.ttfb.get(ttfb, 0) + 1
+        if duration is not None:
+            self.duration[duration] = self.duration.get(duration, 0) + 1
+        if nbytes is not None:
+            self.bytes_total = min(self.bytes_total + nbytes, MAX_SAFE_INT)
+        if throughput is not None:
+            self.throughput[throughput] = self.throughput.get(throughput, 0) + 1
 
     def merge(self, other: Cell) -> None:
         """Fold `other` into this cell (the roll-up of P5); contributor counts add up."""
         for contributor, count in other.contributors.items():
             self.contributors[contributor] = self.contributors.get(contributor, 0) + count
-        self.requests += other.requests
-        self.outcomes.update(other.outcomes)
-        self.ops.update(other.ops)
-        self.signals.update(other.signals)
-        self.assets.update(other.assets)
+        _add_into(self.tally, other.tally)
+        _add_into(self.assets, other.assets)
+        _add_into(self.ttfb, other.ttfb)
+        _add_into(self.duration, other.duration)
+        _add_into(self.throughput, other.throughput)
         self.bytes_total = min(self.bytes_total + other.bytes_total, MAX_SAFE_INT)
-        self.ttfb.update(other.ttfb)
-        self.duration.update(other.duration)
-        self.throughput.update(other.throughput)
 
     def summary(self, key: CellKey, window_start_ms: int, window_end_ms: int) -> dict[str, Any]:
         """The published fields of this cell: the leaf content of DESIGN §5.2."""
@@ -184,35 +216,52 @@ class OpenWindows:
         sealed = self.sealed_until_ms
         if record.rejected and record.arrival_window_ms >= sealed:
             self.window(record.arrival_window_ms).rejected.update(record.rejected)
+        region = record.region
         cap = self._cap
         cells_cap = self._cells_cap
         nodes = self._nodes
-        for obs in record.observations:
-            if obs.window_start_ms < sealed:
-                continue
-            state = self.window(obs.window_start_ms)
+        state: WindowState | None = None
+        for (
+            window,
+            contributor,
+            role,
+            node_id,
+            kind,
+            name,
+            op,
+            asset,
+            ttfb,
+            duration,
+            nbytes,
+            throughput,
+        ) in record.observations:
+            # The events of a request almost always share a window: look it up once.
+            if state is None or state.start_ms != window:
+                if window < sealed:
+                    continue
+                state = self.window(window)
             state.accepted += 1
-            if nodes is not None and (obs.role, obs.node_id) not in nodes:
+            if nodes is not None and (role, node_id) not in nodes:
                 state.unlisted += 1
                 continue
-            key = (obs.role, obs.node_id, obs.region)
+            key = (role, node_id, region)
             cell = state.cells.get(key)
             if cell is None:
                 cell = state.cells[key] = Cell()
                 self._cells += 1
-            seen = cell.contributors.get(obs.contributor, 0)
+            seen = cell.contributors.get(contributor, 0)
             if seen >= cap:
                 state.over_cap += 1
                 continue
             if not seen:
                 if cells_cap is not None:
-                    touched = state.cells_touched.get(obs.contributor, 0)
+                    touched = state.cells_touched.get(contributor, 0)
                     if touched >= cells_cap:
                         state.over_cap += 1
                         continue
                     if not touched:
                         self._entries += 1
-                    state.cells_touched[obs.contributor] = touched + 1
+                    state.cells_touched[contributor] = touched + 1
                 self._entries += 1
-            cell.contributors[obs.contributor] = seen + 1
-            cell.add(obs)
+            cell.contributors[contributor] = seen + 1
+            cell.add(kind, name, op, asset, ttfb, duration, nbytes, throughput)

@@ -65,32 +65,22 @@ def _layout() -> tuple[tuple[float, ...], tuple[int, ...]]:
         uppers.append(upper)
         if i > 0:
             representatives.append(round(2 * exact / (1 + gamma)))
-    # A sentinel, so the index estimate may overshoot the top bucket by one without an IndexError.
-    uppers.append(math.inf)
     return tuple(uppers), tuple(representatives)
 
 
 # _UPPER[i] is the inclusive upper bound of bucket i (bucket 0: MIN_VALUE).
 _UPPER, _REPRESENTATIVES = _layout()
 _INDEX_BY_REPRESENTATIVE = {r: i for i, r in enumerate(_REPRESENTATIVES)}
-_LOG_MIN = math.log(MIN_VALUE)
-_INV_LOG_GAMMA = 1.0 / math.log(GAMMA)
 
 MAX_VALUE = _UPPER[MAX_INDEX]
 
 
 def bucket_index(value: float) -> int:
     """The bucket holding a value in [0, MAX_VALUE]; HistogramError otherwise (NaN included)."""
-    if MIN_VALUE < value <= MAX_VALUE:
-        i = math.ceil((math.log(value) - _LOG_MIN) * _INV_LOG_GAMMA)
-        # The logarithm is off by a few ulps at most, so the estimate is off by at most one.
-        if value > _UPPER[i]:
-            return i + 1
-        if value <= _UPPER[i - 1]:
-            return i - 1
-        return i
-    if 0 <= value <= MIN_VALUE:
-        return 0
+    if 0 <= value <= MAX_VALUE:
+        # Bucket i is (_UPPER[i-1], _UPPER[i]]: the first bound ≥ value. A binary search over
+        # the exact float bounds is both exact and, in C, faster than a logarithm plus fix-up.
+        return bisect_left(_UPPER, value)
     raise HistogramError(f"value {value!r} is outside the histogram range [0, {MAX_VALUE:.0f}]")
 
 

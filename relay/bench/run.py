@@ -29,6 +29,7 @@ import aiohttp
 
 from relay import __version__
 from relay.aggregate.cells import OpenWindows
+from relay.aggregate.histogram import bucket_index
 from relay.bench.bodies import atlas_bodies, native_bodies
 from relay.config import Settings
 from relay.observation import IngestRecord, Observation
@@ -254,25 +255,27 @@ def _seal_10k_cells(data_dir: Path) -> float:
         await relay.start()
         k = settings.privacy.k
         window = now["ms"] - now["ms"] % 60_000
-        observations = tuple(
-            Observation(
+        duration = bucket_index(300_000)
+        throughput = bucket_index(1000 * 1000 / 300)
+        observations: list[Observation] = [
+            (
                 window,
                 c,
                 "distributor",
                 f"node-{n}",
-                "EU",
                 "request",
                 "ok",
                 "download",
                 None,
-                12.0 + c,
-                300.0,
+                bucket_index((12 + c) * 1000),
+                duration,
                 1000,
+                throughput,
             )
             for n in range(10_000)
             for c in range(k)
-        )
-        relay.windows.apply(IngestRecord(window, observations, {}))
+        ]
+        relay.windows.apply(IngestRecord(window, "EU", observations, {}))
         now["ms"] += 60_000
         started = time.perf_counter()
         await relay.seal_due()
@@ -286,34 +289,30 @@ def _seal_10k_cells(data_dir: Path) -> float:
 def _memory_per_contributor(contributors: int) -> float:
     windows = OpenWindows(max_events_per_contributor=50)
     windows.sealed_until_ms = 0
+    ttfb, duration = bucket_index(50_000), bucket_index(500_000)
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
         chunk = 10_000
         for start in range(0, contributors, chunk):
-            windows.apply(
-                IngestRecord(
+            observations: list[Observation] = [
+                (
                     60_000,
-                    tuple(
-                        Observation(
-                            60_000,
-                            c,
-                            "distributor",
-                            f"d{c % 20}",
-                            "EU",
-                            "request",
-                            "ok",
-                            "download",
-                            None,
-                            50.0,
-                            500.0,
-                            None,
-                        )
-                        for c in range(start, min(start + chunk, contributors))
-                    ),
-                    {},
+                    c,
+                    "distributor",
+                    f"d{c % 20}",
+                    "request",
+                    "ok",
+                    "download",
+                    None,
+                    ttfb,
+                    duration,
+                    None,
+                    None,
                 )
-            )
+                for c in range(start, min(start + chunk, contributors))
+            ]
+            windows.apply(IngestRecord(60_000, "EU", observations, {}))
         return (tracemalloc.get_traced_memory()[0] - before) / contributors
     finally:
         tracemalloc.stop()

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Any
+from collections.abc import Sequence
 
-from pydantic import ValidationError
-
-from relay.ingest.models import MAX_DURATION_MS, MAX_TTFB_MS, AtlasEvent
-from relay.ingest.native import describe_error
-from relay.ingest.scrub import Admission, RequestContext, ScrubResult
-from relay.observation import Observation
+from relay.ingest.decode import AtlasEvent, AtlasUser, EventError
+from relay.ingest.models import MAX_DURATION_MS, MAX_TTFB_MS
+from relay.ingest.scrub import Admission, RequestContext, ScrubResult, ms_bucket
 from relay.privacy.contributor import client_material
 
 __all__ = ["ATLAS_TYPES", "classify_error", "scrub_atlas"]
@@ -83,36 +80,33 @@ def _valid_node_id(candidate: str) -> bool:
     return _NODE_ID.match(candidate) is not None
 
 
-def _timing(value: float | None, limit: int) -> float | None:
-    if value is None or not 0 <= value <= limit:
-        return None
-    return value
+def _timing_bucket(value: float | None, limit: int) -> int | None:
+    """The µs histogram bucket of a timing in ms, or None if absent or out of range."""
+    # Atlas timings are not validated by its schema: out of range means absent.
+    return ms_bucket(value) if value is not None and 0 <= value <= limit else None
 
 
-def _user_id(event: AtlasEvent) -> str | None:
-    """The Atlas user the event is keyed by: account id, else member id, else none."""
-    user = event.user
-    if user is None:
-        return None
-    if user.accountId is not None and str(user.accountId):
-        return f"atlas:accountId:{user.accountId}"
-    if user.memberId is not None and str(user.memberId):
-        return f"atlas:memberId:{user.memberId}"
-    return None
+def _contributor_material(user: AtlasUser | None, ctx: RequestContext) -> bytes:
+    """The Atlas user's account id, else member id, else the network material."""
+    if user is not None:
+        if user.accountId is not None and str(user.accountId):
+            return client_material(f"atlas:accountId:{user.accountId}")
+        if user.memberId is not None and str(user.memberId):
+            return client_material(f"atlas:memberId:{user.memberId}")
+    return ctx.network_material
 
 
-def scrub_atlas(events: list[Any], ctx: RequestContext, admission: Admission) -> ScrubResult:
+def scrub_atlas(
+    events: Sequence[AtlasEvent | EventError], ctx: RequestContext, admission: Admission
+) -> ScrubResult:
     result = ScrubResult()
+    observations = result.observations
     window = admission.window_for(ctx.now_ms, ctx.now_ms)  # Atlas sends no timestamps
-    # Atlas attaches the same user to every event of a request: key each user once.
-    keys: dict[str | None, int] = {}
-    for index, raw in enumerate(events):
-        try:
-            # Already validated on the fast path (the whole body at once), or raw on the slow one.
-            event = raw if isinstance(raw, AtlasEvent) else AtlasEvent.model_validate(raw)
-        except ValidationError as exc:
-            field_name, reason = describe_error(exc)
-            result.reject(index, "invalid", field_name, reason)
+    # Atlas attaches the same user to every event of a request: key it once, not per event.
+    keys: dict[AtlasUser | None, int] = {}
+    for index, event in enumerate(events):
+        if isinstance(event, EventError):
+            result.reject(index, "invalid", event.field, event.reason)
             continue
         mapping = ATLAS_TYPES.get(event.type)
         if mapping is None:
@@ -126,24 +120,26 @@ def scrub_atlas(events: list[Any], ctx: RequestContext, admission: Admission) ->
         if isinstance(window, str):
             result.reject(index, window, "(arrival)", "arrival window unavailable")
             continue
-        user_id = _user_id(event)
-        contributor = keys.get(user_id)
+        user = event.user
+        contributor = keys.get(user)
         if contributor is None:
-            material = ctx.network_material if user_id is None else client_material(user_id)
-            contributor = keys[user_id] = admission.contributor(window, material)
-        result.observations.append(
-            Observation(
-                window_start_ms=window,
-                contributor=contributor,
-                role=role,
-                node_id=node_id,
-                region=ctx.region,
-                kind=kind,
-                name=name or classify_error(event.error),
-                op=op,
-                asset=_asset(event.dataObjectType),
-                ttfb_ms=_timing(event.initialResponseTime, MAX_TTFB_MS),
-                duration_ms=_timing(event.fullResponseTime, MAX_DURATION_MS),
+            contributor = keys[user] = admission.contributor(
+                window, _contributor_material(user, ctx)
+            )
+        observations.append(
+            (
+                window,
+                contributor,
+                role,
+                node_id,
+                kind,
+                name or classify_error(event.error),
+                op,
+                _asset(event.dataObjectType),
+                _timing_bucket(event.initialResponseTime, MAX_TTFB_MS),
+                _timing_bucket(event.fullResponseTime, MAX_DURATION_MS),
+                None,
+                None,
             )
         )
     return result

@@ -9,19 +9,18 @@ from __future__ import annotations
 import ipaddress
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
-from pydantic import ValidationError
 
 from relay.aggregate.window import window_start
 from relay.ingest.atlas import scrub_atlas
 from relay.ingest.auth import Authenticator, AuthError, Credential
 from relay.ingest.body import read_body
+from relay.ingest.decode import decode_atlas, decode_native
 from relay.ingest.limits import RateLimiter
-from relay.ingest.models import AtlasPayload, NativePayload
 from relay.ingest.native import scrub_native
 from relay.ingest.problem import Problem, http_error_problem, problem_response
 from relay.ingest.scrub import Admission, RequestContext, ScrubResult
@@ -34,7 +33,8 @@ if TYPE_CHECKING:
 
 __all__ = ["create_app", "runner_options"]
 
-Scrub = Callable[[list[Any], RequestContext, Admission], ScrubResult]
+Scrub = Callable[[Any, RequestContext, Admission], ScrubResult]
+Decode = Callable[[bytes], Sequence[Any]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _RETRY_AFTER = {"Retry-After": "5"}
@@ -65,45 +65,6 @@ def _etag_matches(if_none_match: str, etag: str) -> bool:
     """RFC 9110 §13.1.2: "*" or any listed tag, compared weakly (a W/ prefix is ignored)."""
     tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
     return "*" in tags or etag in tags
-
-
-_PAYLOADS: dict[str, type[NativePayload] | type[AtlasPayload]] = {
-    "native": NativePayload,
-    "atlas": AtlasPayload,
-}
-
-
-def _parse_events(body: bytes, endpoint: str) -> list[Any]:
-    """The request's events: validated models if the whole body is valid, else raw values.
-
-    The fast path parses and validates in one pass in pydantic-core. Only a body with something
-    wrong in it takes the slow path, which names the envelope problem (400) or leaves the events
-    raw for per-event validation, so that the valid ones are still accepted.
-    """
-    try:
-        return list(_PAYLOADS[endpoint].model_validate_json(body).events)
-    except ValidationError:
-        pass
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise Problem(400, "invalid-json", "Body is not valid JSON") from None
-    if not isinstance(payload, dict) or not isinstance(payload.get("events"), list):
-        raise Problem(
-            400,
-            "invalid-envelope",
-            "Body must be an object with an events array",
-            'expected {"events": [...]}',
-        )
-    if endpoint == "native" and set(payload) != {"events"}:
-        raise Problem(
-            400,
-            "invalid-envelope",
-            "Unknown top-level field",
-            'the native envelope has only "events"',
-        )
-    events: list[Any] = payload["events"]
-    return events
 
 
 def runner_options(relay: OperatorRelay) -> dict[str, Any]:
@@ -175,11 +136,13 @@ def create_app(relay: OperatorRelay) -> web.Application:
         session_max_ttl_s=auth.session_max_ttl_seconds,
     )
 
-    async def _ingest(request: web.Request, endpoint: str, scrub: Scrub) -> web.Response:
+    async def _ingest(
+        request: web.Request, endpoint: str, decode: Decode, scrub: Scrub
+    ) -> web.Response:
         started = time.perf_counter()
         status = 500
         try:
-            response = await _ingest_inner(request, endpoint, scrub)
+            response = await _ingest_inner(request, endpoint, decode, scrub)
             status = response.status
             return response
         except Problem as problem:
@@ -189,7 +152,9 @@ def create_app(relay: OperatorRelay) -> web.Application:
             metrics.requests.labels(endpoint, str(status)).inc()
             metrics.request_latency.labels(endpoint).observe(time.perf_counter() - started)
 
-    async def _ingest_inner(request: web.Request, endpoint: str, scrub: Scrub) -> web.Response:
+    async def _ingest_inner(
+        request: web.Request, endpoint: str, decode: Decode, scrub: Scrub
+    ) -> web.Response:
         if relay.shutting_down:
             raise Problem(503, "shutting-down", "Relay is shutting down", headers=_RETRY_AFTER)
         if relay.outbox.size_bytes >= settings.outbox.max_bytes:
@@ -224,7 +189,7 @@ def create_app(relay: OperatorRelay) -> web.Application:
         ip = _client_ip(request, trusted)
         limits.check(ip, credential, None)
         body = await read_body(request, ingest.max_body_bytes, ingest.body_timeout_seconds)
-        events = _parse_events(body, endpoint)
+        events = decode(body)
         if len(events) > ingest.max_events_per_request:
             raise Problem(
                 413,
@@ -245,7 +210,8 @@ def create_app(relay: OperatorRelay) -> web.Application:
         if result.observations or rejected:
             record = IngestRecord(
                 arrival_window_ms=window_start(now_ms, relay.window_ms),
-                observations=tuple(result.observations),
+                region=ctx.region,
+                observations=result.observations,
                 rejected=rejected,
             )
             try:
@@ -277,10 +243,10 @@ def create_app(relay: OperatorRelay) -> web.Application:
         return web.json_response(answer, status=202, dumps=lambda v: orjson.dumps(v).decode())
 
     async def post_events(request: web.Request) -> web.Response:
-        return await _ingest(request, "native", scrub_native)
+        return await _ingest(request, "native", decode_native, scrub_native)
 
     async def post_atlas_events(request: web.Request) -> web.Response:
-        return await _ingest(request, "atlas", scrub_atlas)
+        return await _ingest(request, "atlas", decode_atlas, scrub_atlas)
 
     async def get_config(request: web.Request) -> web.Response:
         doc = relay.client_config

@@ -12,11 +12,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from relay.aggregate.histogram import MAX_VALUE, bucket_index
 from relay.aggregate.window import window_start
 from relay.observation import Observation
 from relay.privacy.contributor import WindowSalts, contributor_key
 
-__all__ = ["Admission", "RequestContext", "ScrubResult"]
+__all__ = ["Admission", "RequestContext", "ScrubResult", "ms_bucket", "throughput_bucket"]
+
+
+def ms_bucket(value_ms: float | None) -> int | None:
+    """The histogram bucket (of µs) of a validated timing in ms; None for none."""
+    return None if value_ms is None else bucket_index(value_ms * 1000)
+
+
+def throughput_bucket(nbytes: int | None, duration_ms: float | None) -> int | None:
+    """The histogram bucket (of bytes/s) of a transfer; None without bytes or a duration."""
+    if nbytes is None or not duration_ms:
+        return None
+    rate = nbytes * 1000 / duration_ms
+    # Beyond ~9 Tbit/s is a measurement artefact, not a rate: leave it out of the histogram.
+    return bucket_index(rate) if rate <= MAX_VALUE else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,10 @@
 """WAL record encoding: one frame per ingest request.
 
 Frame = u32 little-endian payload length ‖ u32 CRC-32 of the payload ‖ payload, where the payload
-is the JSON array `[arrival_window_ms, [observation, ...], {reason: count}]` and an observation
-is the positional array of `Observation`'s fields. Positional arrays keep frames small; the CRC
-lets replay tell a torn or corrupt tail from a good record.
+is the JSON array `[FORMAT, arrival_window_ms, region, [observation, ...], {reason: count}]` and an
+observation is the positional array of `Observation`'s fields. Positional arrays keep frames
+small; the CRC lets replay tell a torn or corrupt tail from a good record. A record of another
+format (an older relay's) is reported as corrupt, so its segment is set aside, not misread.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from collections.abc import Iterator
 
 import orjson
 
-from relay.observation import IngestRecord, Observation
+from relay.observation import IngestRecord
 
 __all__ = ["HEADER", "CorruptRecord", "decode_payload", "encode", "iter_frames"]
 
 HEADER = struct.Struct("<II")
 MAX_PAYLOAD = 64 * 1024 * 1024
+FORMAT = 2  # 1 (unnumbered) carried raw timings and a region per observation
 
 
 class CorruptRecord(Exception):
@@ -29,8 +31,10 @@ class CorruptRecord(Exception):
 def encode(record: IngestRecord) -> bytes:
     payload = orjson.dumps(
         [
+            FORMAT,
             record.arrival_window_ms,
-            [tuple(o) for o in record.observations],  # positional: Observation's field order
+            record.region,
+            record.observations,
             dict(record.rejected),
         ]
     )
@@ -39,10 +43,13 @@ def encode(record: IngestRecord) -> bytes:
 
 def decode_payload(payload: bytes) -> IngestRecord:
     try:
-        arrival, observations, rejected = orjson.loads(payload)
+        version, arrival, region, observations, rejected = orjson.loads(payload)
+        if version != FORMAT:
+            raise ValueError(f"record format {version!r}, expected {FORMAT}")
         return IngestRecord(
             arrival_window_ms=arrival,
-            observations=tuple(Observation(*fields) for fields in observations),
+            region=region,
+            observations=[tuple(fields) for fields in observations],
             rejected=rejected,
         )
     except (orjson.JSONDecodeError, TypeError, ValueError) as exc:

@@ -56,9 +56,9 @@ class _Segment:
 
 
 def _max_window(record: IngestRecord) -> int:
-    return max(
-        [record.arrival_window_ms, *(o.window_start_ms for o in record.observations)],
-    )
+    windows = [record.arrival_window_ms]
+    windows.extend(observation[0] for observation in record.observations)
+    return max(windows)
 
 
 class _Barrier:

@@ -1,0 +1,216 @@
+"""The fast decoder never accepts what the models (the contract) reject, and agrees on values."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from relay.bench.bodies import atlas_bodies, native_bodies
+from relay.ingest import decode, models
+from relay.ingest.decode import AtlasEvent, EventError, RequestEvent, SignalEvent
+from relay.ingest.problem import Problem
+
+# Valid values, boundaries on both sides included; `_mutated` then breaks some events further.
+_junk = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False),
+    st.text(max_size=4),
+    st.just([]),
+    st.just({}),
+)
+_ids = st.text(alphabet="aZ09:._-", min_size=1, max_size=128) | st.sampled_from(
+    ["a" * 128, "a" * 129, "d1\n", "", "d 1", "\u00e9", "d1\u0000"]
+)
+_clients = st.text(max_size=129) | st.sampled_from(["c" * 128, "\U0001f600" * 128, "c" * 129])
+
+
+def _timing(limit: int) -> st.SearchStrategy[Any]:
+    return st.one_of(
+        st.floats(0, limit),
+        st.integers(0, limit),
+        st.sampled_from([-0.0, -1, -1e-300, limit, limit + 1e-9 * limit, 2**64, 10**400 // 1]),
+    )
+
+
+_timestamps = st.one_of(
+    st.integers(0, 2**63),
+    st.sampled_from([-1, 2**64, 1.5e12, True]),
+    st.sampled_from(
+        [
+            "2026-01-05T00:00:00Z",
+            "2026-01-05t00:00:00z",
+            "2026-01-05T00:00:00.123456+02:00",
+            "2026-01-05T23:59:60Z",
+            "2026-01-05T00:00:00",
+            "yesterday",
+        ]
+    ),
+)
+
+
+def _mutated(event: dict[str, Any], draw: st.DrawFn, keys: list[str]) -> Any:
+    for _ in range(draw(st.sampled_from([0, 0, 0, 1, 2]))):
+        key = draw(st.sampled_from([*keys, "unknown"]))
+        if draw(st.booleans()):
+            event.pop(key, None)
+        else:
+            event[key] = draw(_junk)
+    return event if draw(st.integers(0, 30)) else draw(_junk)
+
+
+_NATIVE_KEYS = [
+    "kind", "node", "op", "outcome", "signal", "ttfb_ms", "duration_ms", "bytes", "asset", "ts",
+    "client",
+]  # fmt: skip
+
+
+@st.composite
+def native_events(draw: st.DrawFn) -> Any:
+    kind = draw(st.sampled_from(["request", "signal"]))
+    role = draw(st.sampled_from(["distributor", "storage", "storage", "gateway"]))
+    node: dict[str, Any] = {"role": role, "id": draw(_ids)}
+    if not draw(st.integers(0, 20)):
+        node["extra"] = 1
+    event: dict[str, Any] = {"kind": kind, "node": node}
+    optional: dict[str, st.SearchStrategy[Any]] = {
+        "asset": st.sampled_from(["video", "image", "other", "audio"]),
+        "ts": _timestamps,
+        "client": _clients,
+    }
+    if kind == "request":
+        event["outcome"] = draw(st.sampled_from(["ok", "timeout", "http_5xx", "aborted", "fine"]))
+        optional |= {
+            "op": st.sampled_from(["download", "upload", "probe", "fetch"]),
+            "ttfb_ms": _timing(models.MAX_TTFB_MS),
+            "duration_ms": _timing(models.MAX_DURATION_MS),
+            "bytes": st.integers(0, models.MAX_BYTES - 1)
+            | st.sampled_from([models.MAX_BYTES, -1, 1.0, 2.5]),
+        }
+    else:
+        event["signal"] = draw(st.sampled_from(["blacklisted", "playback_slow", "noisy"]))
+    for key, values in optional.items():
+        if draw(st.booleans()):
+            event[key] = draw(values | st.none())
+    return _mutated(event, draw, _NATIVE_KEYS)
+
+
+_ATLAS_KEYS = [
+    "type", "distributorId", "storageProviderId", "storageBagId", "dataObjectType",
+    "initialResponseTime", "fullResponseTime", "error", "user",
+]  # fmt: skip
+
+
+@st.composite
+def atlas_events(draw: st.DrawFn) -> Any:
+    ids = st.text(max_size=20) | st.integers(-(2**70), 2**70)
+    user = st.fixed_dictionaries(
+        {}, optional={"accountId": ids, "memberId": ids, "channelId": st.text(max_size=3)}
+    )
+    texts = st.text(max_size=30) | _ids
+    event: dict[str, Any] = {
+        "type": draw(st.sampled_from(["distributor-response-time", "asset-upload-failed", "x"])),
+        "resolvedUrl": "https://example.invalid/asset",
+    }
+    optional: dict[str, st.SearchStrategy[Any]] = {
+        "distributorId": texts,
+        "storageProviderId": texts,
+        "storageBagId": texts,
+        "dataObjectType": texts,
+        "initialResponseTime": _timing(models.MAX_TTFB_MS) | st.sampled_from(["12.5", True]),
+        "fullResponseTime": st.floats(allow_nan=False) | st.integers(),
+        "error": texts,
+        "user": user,
+    }
+    for key, values in optional.items():
+        if draw(st.booleans()):
+            event[key] = draw(values | st.none())
+    return _mutated(event, draw, _ATLAS_KEYS)
+
+
+def _fast(body: bytes, kind: type[Any]) -> Any:
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(event=native_events())
+def test_native_fast_path_accepts_only_what_the_model_accepts(event: Any) -> None:
+    body = json.dumps(event).encode()
+    fast = _fast(body, RequestEvent | SignalEvent)
+    if fast is None:
+        return
+    try:
+        validated = models.NativeEvent.model_validate(orjson.loads(body))
+    except ValidationError as exc:
+        pytest.fail(f"fast path accepted what the model rejects: {exc}")
+    assert decode._native_event(validated) == fast
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(event=atlas_events())
+def test_atlas_fast_path_accepts_only_what_the_model_accepts(event: Any) -> None:
+    body = json.dumps(event).encode()
+    fast = _fast(body, AtlasEvent)
+    if fast is None:
+        return
+    try:
+        validated = models.AtlasEvent.model_validate(orjson.loads(body))
+    except ValidationError as exc:
+        pytest.fail(f"fast path accepted what the model rejects: {exc}")
+    assert decode._atlas_event(validated) == fast
+
+
+def test_realistic_bodies_take_the_fast_path() -> None:
+    # If these fell back to the models, relay would be correct but several times slower.
+    for body in atlas_bodies(20):
+        msgspec.json.decode(body, type=decode._AtlasPayload)
+    for body in native_bodies(20):
+        msgspec.json.decode(body, type=decode._NativePayload)
+
+
+def test_a_body_with_bad_events_keeps_the_good_ones_and_names_the_bad() -> None:
+    good = {"kind": "request", "node": {"role": "distributor", "id": "d1"}, "outcome": "ok"}
+    bad = {**good, "outcome": "secret-value"}
+    events = decode.decode_native(orjson.dumps({"events": [good, bad, "x"]}))
+    assert isinstance(events[0], RequestEvent)
+    assert events[1] == EventError("outcome", events[1].reason)  # type: ignore[union-attr]
+    assert "secret-value" not in repr(events)
+    assert isinstance(events[2], EventError)
+
+
+def test_rfc3339_timestamps_take_the_model_path_and_become_ms() -> None:
+    event = {
+        "kind": "signal",
+        "node": {"role": "storage", "id": "s1"},
+        "signal": "blacklisted",
+        "ts": "2026-01-05T00:00:01.5Z",
+    }
+    (decoded,) = decode.decode_native(orjson.dumps({"events": [event]}))
+    assert isinstance(decoded, SignalEvent)
+    assert decoded.ts == 1_767_571_201_500
+
+
+@pytest.mark.parametrize(
+    ("body", "slug"),
+    [
+        (b"{", "invalid-json"),
+        (b"[]", "invalid-envelope"),
+        (b'{"events": {}}', "invalid-envelope"),
+        (b'{"events": [], "extra": 1}', "invalid-envelope"),
+    ],
+)
+def test_envelope_problems_are_named(body: bytes, slug: str) -> None:
+    with pytest.raises(Problem) as raised:
+        decode.decode_native(body)
+    assert raised.value.slug == slug
