@@ -8,10 +8,13 @@ production.
 from __future__ import annotations
 
 import random
+import re
 
 import orjson
 
-__all__ = ["atlas_bodies", "native_bodies"]
+__all__ = ["atlas_bodies", "native_bodies", "with_new_user"]
+
+_ACCOUNT = re.compile(rb'"accountId":"(\w+)"')
 
 _TYPES = ["distributor-response-time"] * 6 + [
     "distributor-response-error",
@@ -80,3 +83,12 @@ def native_bodies(count: int, events: int = 50, seed: int = 2) -> list[bytes]:
         ]
         bodies.append(orjson.dumps({"events": batch}))
     return bodies
+
+
+def with_new_user(body: bytes, n: int) -> bytes:
+    """The Atlas body as sent by user number `n`: its accountId ends in n (same length)."""
+    match = _ACCOUNT.search(body)
+    if match is None:
+        return body
+    account = match.group(1)
+    return body.replace(account, account[:-8] + b"%08x" % (n % 2**32))
