@@ -21,7 +21,7 @@ from relay.ingest.http import create_app, runner_options
 from relay.ingest.server import make_runner
 from relay.logs import configure_logging
 from relay.registry import RegistryError
-from relay.serve import OperatorRelay
+from relay.serve import OperatorRelay, tune_gc
 from relay.sinks.es_setup import add_arguments as add_es_setup_arguments
 from relay.sinks.es_setup import run_command as run_es_setup
 from relay.sinks.store import EmbeddedStore
@@ -79,6 +79,7 @@ async def _serve(settings: Settings, config_path: Path | None) -> None:
 def _cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     configure_logging(settings.log.format, settings.log.level)
+    tune_gc()
     try:
         import uvloop
 

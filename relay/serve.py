@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -47,7 +48,7 @@ from relay.sinks.elasticsearch import ElasticsearchSink, make_client
 from relay.sinks.local import NdjsonSink, StoreSink
 from relay.wal.log import WriteAheadLog
 
-__all__ = ["OperatorRelay", "load_or_create_key", "wall_clock_ms"]
+__all__ = ["OperatorRelay", "load_or_create_key", "tune_gc", "wall_clock_ms"]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,20 @@ class _Span:
     @property
     def gap(self) -> bool:
         return not self.state.accepted and not self.state.rejected
+
+
+def tune_gc() -> None:
+    """Collect the young generation every 50 000 allocations instead of every 700.
+
+    A 50-event request allocates a few hundred container objects, so by default a collection ran
+    on nearly every request: ~10 % of the relay's CPU (relay bench). The state that lives long
+    (open windows, cells) is not cyclic garbage; the bigger young generation only delays
+    reclaiming short-lived cycles (an exception's traceback, say) by a few requests. Objects from
+    start-up are frozen out of every collection.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000)
 
 
 class OperatorRelay:
@@ -230,7 +245,6 @@ class OperatorRelay:
     async def commit(self, record: IngestRecord) -> None:
         """Make `record` durable and counted; raises WalUnavailableError for a 503."""
         await self.wal.append(record)
-        self.metrics.wal_bytes.set(self.wal.size_bytes)
 
     # -- sealing --------------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from fractions import Fraction
 from itertools import accumulate
 
 __all__ = [
+    "BOUNDS",
     "GAMMA",
     "MAX_INDEX",
     "MAX_VALUE",
@@ -70,6 +71,10 @@ def _layout() -> tuple[tuple[float, ...], tuple[int, ...]]:
 
 # _UPPER[i] is the inclusive upper bound of bucket i (bucket 0: MIN_VALUE).
 _UPPER, _REPRESENTATIVES = _layout()
+#: The inclusive upper bound of each bucket: for a value already known to be in
+#: [0, MAX_VALUE], `bisect_left(BOUNDS, value)` is its bucket, as `bucket_index` computes it. For
+#: hot loops that check the range themselves and cannot afford a second check and call.
+BOUNDS: tuple[float, ...] = _UPPER
 _INDEX_BY_REPRESENTATIVE = {r: i for i, r in enumerate(_REPRESENTATIVES)}
 
 MAX_VALUE = _UPPER[MAX_INDEX]

@@ -80,12 +80,6 @@ def _valid_node_id(candidate: str) -> bool:
     return _NODE_ID.match(candidate) is not None
 
 
-def _timing_bucket(value: float | None, limit: int) -> int | None:
-    """The µs histogram bucket of a timing in ms, or None if absent or out of range."""
-    # Atlas timings are not validated by its schema: out of range means absent.
-    return ms_bucket(value) if value is not None and 0 <= value <= limit else None
-
-
 def _contributor_material(user: AtlasUser | None, ctx: RequestContext) -> bytes:
     """The Atlas user's account id, else member id, else the network material."""
     if user is not None:
@@ -126,6 +120,9 @@ def scrub_atlas(
             contributor = keys[user] = admission.contributor(
                 window, _contributor_material(user, ctx)
             )
+        # Atlas's schema does not bound its timings: one out of range counts as absent.
+        ttfb = event.initialResponseTime
+        duration = event.fullResponseTime
         observations.append(
             (
                 window,
@@ -136,8 +133,10 @@ def scrub_atlas(
                 name or classify_error(event.error),
                 op,
                 _asset(event.dataObjectType),
-                _timing_bucket(event.initialResponseTime, MAX_TTFB_MS),
-                _timing_bucket(event.fullResponseTime, MAX_DURATION_MS),
+                ms_bucket(ttfb) if ttfb is not None and 0 <= ttfb <= MAX_TTFB_MS else None,
+                ms_bucket(duration)
+                if duration is not None and 0 <= duration <= MAX_DURATION_MS
+                else None,
                 None,
                 None,
             )

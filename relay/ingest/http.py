@@ -240,7 +240,7 @@ def create_app(relay: OperatorRelay) -> web.Application:
         }
         if endpoint == "atlas":
             answer["unsupported"] = result.unsupported
-        return web.json_response(answer, status=202, dumps=lambda v: orjson.dumps(v).decode())
+        return web.Response(body=orjson.dumps(answer), status=202, content_type="application/json")
 
     async def post_events(request: web.Request) -> web.Response:
         return await _ingest(request, "native", decode_native, scrub_native)

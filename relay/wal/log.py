@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import os
 import re
 from collections.abc import Callable
@@ -55,10 +56,11 @@ class _Segment:
     size: int = 0
 
 
+_WINDOW = operator.itemgetter(0)  # an observation's window start
+
+
 def _max_window(record: IngestRecord) -> int:
-    windows = [record.arrival_window_ms]
-    windows.extend(observation[0] for observation in record.observations)
-    return max(windows)
+    return max(record.arrival_window_ms, max(map(_WINDOW, record.observations), default=-1))
 
 
 class _Barrier:
