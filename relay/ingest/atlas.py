@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import functools
 import re
+from bisect import bisect_left
 from collections.abc import Sequence
 
+from relay.aggregate.histogram import BOUNDS
 from relay.ingest.decode import AtlasEvent, AtlasUser, EventError
 from relay.ingest.models import MAX_DURATION_MS, MAX_TTFB_MS
-from relay.ingest.scrub import Admission, RequestContext, ScrubResult, ms_bucket
+from relay.ingest.scrub import Admission, RequestContext, ScrubResult
 from relay.privacy.contributor import client_material
 
 __all__ = ["ATLAS_TYPES", "classify_error", "scrub_atlas"]
@@ -62,16 +64,10 @@ def _asset(data_object_type: str | None) -> str | None:
     return "other"
 
 
-def _node_id(event: AtlasEvent, role: str) -> str | None:
-    if role == "storage":
-        candidate = (
-            event.storageBagId
-            if event.type == "missing-operators-for-bag"
-            else (event.storageProviderId or event.distributorId)
-        )
-    else:
-        candidate = event.distributorId
-    return candidate if candidate is not None and _valid_node_id(candidate) else None
+def _storage_node(event: AtlasEvent) -> str | None:
+    if event.type == "missing-operators-for-bag":
+        return event.storageBagId
+    return event.storageProviderId or event.distributorId
 
 
 @functools.lru_cache(maxsize=4096)
@@ -107,8 +103,8 @@ def scrub_atlas(
             result.unsupported += 1
             continue
         kind, name, role, op = mapping
-        node_id = _node_id(event, role)
-        if node_id is None:
+        node_id = event.distributorId if role == "distributor" else _storage_node(event)
+        if node_id is None or not _valid_node_id(node_id):
             result.reject(index, "invalid", "distributorId", "missing or malformed node id")
             continue
         if isinstance(window, str):
@@ -133,8 +129,11 @@ def scrub_atlas(
                 name or classify_error(event.error),
                 op,
                 _asset(event.dataObjectType),
-                ms_bucket(ttfb) if ttfb is not None and 0 <= ttfb <= MAX_TTFB_MS else None,
-                ms_bucket(duration)
+                # histogram.BOUNDS is in µs; in range, bisect is bucket_index without a call.
+                bisect_left(BOUNDS, ttfb * 1000)
+                if ttfb is not None and 0 <= ttfb <= MAX_TTFB_MS
+                else None,
+                bisect_left(BOUNDS, duration * 1000)
                 if duration is not None and 0 <= duration <= MAX_DURATION_MS
                 else None,
                 None,
