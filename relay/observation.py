@@ -7,10 +7,13 @@ This is what the WAL stores and the aggregator reads.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["IngestRecord", "Observation"]
+from relay.aggregate.histogram import BOUNDS, MAX_VALUE, bucket_index
+
+__all__ = ["IngestRecord", "Observation", "ms_bucket", "throughput_bucket"]
 
 #: One scrubbed event, positional:
 #: ``(window_start_ms, contributor, role, node_id, kind, name, op, asset,
@@ -43,3 +46,21 @@ class IngestRecord:
     region: str
     observations: Sequence[Observation]
     rejected: Mapping[str, int]
+
+
+def ms_bucket(value_ms: float | None) -> int | None:
+    """The histogram bucket (of µs) of a timing in ms that passed the schema; None for none.
+
+    The schema bounds every timing far below histogram.MAX_VALUE µs, so the bucket is a plain
+    binary search over the bounds.
+    """
+    return None if value_ms is None else bisect_left(BOUNDS, value_ms * 1000)
+
+
+def throughput_bucket(nbytes: int | None, duration_ms: float | None) -> int | None:
+    """The histogram bucket (of bytes/s) of a transfer; None without bytes or a duration."""
+    if nbytes is None or not duration_ms:
+        return None
+    rate = nbytes * 1000 / duration_ms
+    # Beyond ~9 Tbit/s is a measurement artefact, not a rate: leave it out of the histogram.
+    return bucket_index(rate) if rate <= MAX_VALUE else None

@@ -13,9 +13,8 @@ from yarl import URL
 
 from relay.config import Settings
 from relay.ingest.http import create_app, runner_options
-from relay.ingest.scrub import ms_bucket, throughput_bucket
 from relay.ingest.server import make_runner
-from relay.observation import Observation
+from relay.observation import Observation, ms_bucket, throughput_bucket
 from relay.serve import OperatorRelay
 from relay.sinks.documents import Document
 from relay.sinks.store import EmbeddedStore

@@ -9,7 +9,8 @@ import pytest
 
 from relay.ingest.atlas import classify_error, scrub_atlas
 from relay.ingest.decode import decode_atlas
-from relay.ingest.scrub import Admission, RequestContext, ScrubResult, ms_bucket
+from relay.ingest.scrub import Admission, RequestContext, ScrubResult
+from relay.observation import ms_bucket
 from relay.privacy.contributor import WindowSalts
 from tests.conftest import T0_MS, RunningRelay, observation_fields
 

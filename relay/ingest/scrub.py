@@ -7,36 +7,16 @@ macro-region (P3). Native and Atlas handlers both go through `Admission`.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay.aggregate.histogram import BOUNDS, MAX_VALUE, bucket_index
 from relay.aggregate.window import window_start
 from relay.observation import Observation
 from relay.privacy.contributor import WindowSalts, contributor_key
 
-__all__ = ["Admission", "RequestContext", "ScrubResult", "ms_bucket", "throughput_bucket"]
-
-
-def ms_bucket(value_ms: float | None) -> int | None:
-    """The histogram bucket (of µs) of a timing in ms that passed the schema; None for none.
-
-    The schema bounds every timing far below histogram.MAX_VALUE µs, so the bucket is a plain
-    binary search over the bounds.
-    """
-    return None if value_ms is None else bisect_left(BOUNDS, value_ms * 1000)
-
-
-def throughput_bucket(nbytes: int | None, duration_ms: float | None) -> int | None:
-    """The histogram bucket (of bytes/s) of a transfer; None without bytes or a duration."""
-    if nbytes is None or not duration_ms:
-        return None
-    rate = nbytes * 1000 / duration_ms
-    # Beyond ~9 Tbit/s is a measurement artefact, not a rate: leave it out of the histogram.
-    return bucket_index(rate) if rate <= MAX_VALUE else None
+__all__ = ["Admission", "RequestContext", "ScrubResult"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,11 @@
 Frame = u32 little-endian payload length ‖ u32 CRC-32 of the payload ‖ payload, where the payload
 is the JSON array `[FORMAT, arrival_window_ms, region, [observation, ...], {reason: count}]` and an
 observation is the positional array of `Observation`'s fields. Positional arrays keep frames
-small; the CRC lets replay tell a torn or corrupt tail from a good record. A record of another
-format (an older relay's) is reported as corrupt, so its segment is set aside, not misread.
+small; the CRC lets replay tell a torn or corrupt tail from a good record.
+
+Format 1 (relay 0.1 before the fast ingest path) had no format number: `[arrival_window_ms,
+[observation, ...], {reason: count}]`, each observation with its region and raw timings in ms.
+Replay still reads it, so an upgrade loses no acknowledged event.
 """
 
 from __future__ import annotations
@@ -12,16 +15,17 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Iterator
+from typing import Any
 
 import orjson
 
-from relay.observation import IngestRecord
+from relay.observation import IngestRecord, Observation, ms_bucket, throughput_bucket
 
 __all__ = ["HEADER", "CorruptRecord", "decode_payload", "encode", "iter_frames"]
 
 HEADER = struct.Struct("<II")
 MAX_PAYLOAD = 64 * 1024 * 1024
-FORMAT = 2  # 1 (unnumbered) carried raw timings and a region per observation
+FORMAT = 2
 
 
 class CorruptRecord(Exception):
@@ -43,7 +47,10 @@ def encode(record: IngestRecord) -> bytes:
 
 def decode_payload(payload: bytes) -> IngestRecord:
     try:
-        version, arrival, region, observations, rejected = orjson.loads(payload)
+        fields = orjson.loads(payload)
+        if len(fields) == 3:
+            return _format_1(*fields)
+        version, arrival, region, observations, rejected = fields
         if version != FORMAT:
             raise ValueError(f"record format {version!r}, expected {FORMAT}")
         return IngestRecord(
@@ -54,6 +61,45 @@ def decode_payload(payload: bytes) -> IngestRecord:
         )
     except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
         raise CorruptRecord(f"undecodable record: {exc}") from None
+
+
+def _format_1(
+    arrival: int, observations: list[list[Any]], rejected: dict[str, int]
+) -> IngestRecord:
+    # All observations of a record came from one request, so they share its region.
+    region = observations[0][4] if observations else "ZZ"
+    converted: list[Observation] = []
+    for (
+        window,
+        contributor,
+        role,
+        node_id,
+        _,
+        kind,
+        name,
+        op,
+        asset,
+        ttfb,
+        duration,
+        size,
+    ) in observations:
+        converted.append(
+            (
+                window,
+                contributor,
+                role,
+                node_id,
+                kind,
+                name,
+                op,
+                asset,
+                ms_bucket(ttfb),
+                ms_bucket(duration),
+                size,
+                throughput_bucket(size, duration),
+            )
+        )
+    return IngestRecord(arrival, region, converted, rejected)
 
 
 def iter_frames(data: bytes) -> Iterator[tuple[int, bytes]]:
