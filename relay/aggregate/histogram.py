@@ -105,7 +105,9 @@ def to_document(counts: Mapping[int, int]) -> dict[str, list[int]]:
         if type(count) is not int or count < 0:
             raise HistogramError(f"bucket {index} has count {count!r}; counts are integers ≥ 0")
         if count:
-            values.append(representative(index))
+            if not 0 <= index <= MAX_INDEX:
+                raise HistogramError(f"bucket index {index} is outside [0, {MAX_INDEX}]")
+            values.append(_REPRESENTATIVES[index])
             doc_counts.append(count)
     return {"values": values, "counts": doc_counts}
 

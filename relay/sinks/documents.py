@@ -67,6 +67,8 @@ def batch_documents(
         Document(index_name(index_prefix, "batches", start), f"{origin}|b|{seq}", batch_source)
     ]
     proofs = inclusion_proofs([leaf_hash(leaf) for leaf in signed.leaves])
+    # A tree of n leaves has 2n nodes but its proofs name ~n·log2(n) of them: encode each once.
+    encoded: dict[bytes, str] = {}
     n = len(summaries)
     summary_index = index_name(index_prefix, "summaries", start)
     for i, (summary, leaf, proof) in enumerate(zip(summaries, signed.leaves, proofs, strict=True)):
@@ -75,7 +77,11 @@ def batch_documents(
             "origin": origin,
             "seq": seq,
             "i": i,
-            "att": {"leaf": leaf.decode("utf-8"), "n": n, "proof": [_b64(p) for p in proof]},
+            "att": {
+                "leaf": leaf.decode("utf-8"),
+                "n": n,
+                "proof": [encoded.get(p) or encoded.setdefault(p, _b64(p)) for p in proof],
+            },
         }
         documents.append(Document(summary_index, f"{origin}|s|{seq}|{i}", source))
     return documents
