@@ -7,7 +7,7 @@ ids are deterministic so that shipping twice stores once (`op_type=create`, 409 
 from __future__ import annotations
 
 import binascii
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +17,7 @@ import orjson
 from relay.attest.batch import SignedBatch
 from relay.attest.merkle import inclusion_proofs, leaf_hash
 
-__all__ = ["Document", "batch_documents", "index_name"]
+__all__ = ["Document", "batch_documents", "index_name", "pack_source", "unpack_source"]
 
 
 @dataclass(frozen=True)
@@ -85,3 +85,25 @@ def batch_documents(
         }
         documents.append(Document(summary_index, f"{origin}|s|{seq}|{i}", source))
     return documents
+
+
+def pack_source(source: Mapping[str, Any]) -> bytes:
+    """The bytes the outbox keeps for a document's `_source`.
+
+    A summary document repeats its fields: they are also in `att.leaf`, the canonical JSON of
+    {origin, seq, i, fields}. Only `att` is kept for one, which makes a sealed batch ~40 % smaller
+    on disk (sealing 10 000 cells writes and fsyncs that much less).
+    """
+    att = source.get("att")
+    if isinstance(att, dict) and isinstance(att.get("leaf"), str):
+        return orjson.dumps({"att": att})
+    return orjson.dumps(source)
+
+
+def unpack_source(data: bytes) -> dict[str, Any]:
+    """The `_source` that `pack_source` kept: a summary's fields come back from its leaf."""
+    source: dict[str, Any] = orjson.loads(data)
+    if source.keys() == {"att"}:
+        att = source["att"]
+        return {**orjson.loads(att["leaf"]), "att": att}
+    return source
