@@ -10,7 +10,7 @@ import ipaddress
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from aiohttp import web
@@ -33,8 +33,10 @@ if TYPE_CHECKING:
 
 __all__ = ["create_app", "runner_options"]
 
-Scrub = Callable[[Any, RequestContext, Admission], ScrubResult]
-Decode = Callable[[bytes], Sequence[Any]]
+_Event = TypeVar("_Event")
+# An endpoint is a decoder and the scrub that takes what it decodes.
+Decode = Callable[[bytes], Sequence[_Event]]
+Scrub = Callable[[Sequence[_Event], RequestContext, Admission], ScrubResult]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _RETRY_AFTER = {"Retry-After": "5"}
@@ -144,7 +146,7 @@ def create_app(relay: OperatorRelay) -> web.Application:
     requests_by_status: dict[tuple[str, int], Any] = {}
 
     async def _ingest(
-        request: web.Request, endpoint: str, decode: Decode, scrub: Scrub
+        request: web.Request, endpoint: str, decode: Decode[_Event], scrub: Scrub[_Event]
     ) -> web.Response:
         started = time.perf_counter()
         status = 500
@@ -165,7 +167,7 @@ def create_app(relay: OperatorRelay) -> web.Application:
             latency[endpoint].observe(time.perf_counter() - started)
 
     async def _ingest_inner(
-        request: web.Request, endpoint: str, decode: Decode, scrub: Scrub
+        request: web.Request, endpoint: str, decode: Decode[_Event], scrub: Scrub[_Event]
     ) -> web.Response:
         if relay.shutting_down:
             raise Problem(503, "shutting-down", "Relay is shutting down", headers=_RETRY_AFTER)
