@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Final, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 import orjson
@@ -43,7 +43,6 @@ __all__ = [
 # Anchored with \Z: msgspec matches with Python's `re`, where `$` also matches before a final
 # newline, which the models' (Rust) regex does not.
 _NODE_ID = r"^[A-Za-z0-9:._-]+\Z"
-_MAX_EVENTS: Final = 1000
 
 
 class NodeRef(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
@@ -110,11 +109,11 @@ class AtlasEvent(msgspec.Struct, frozen=True, gc=False):
 
 
 class _NativePayload(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    events: Annotated[list[RequestEvent | SignalEvent], msgspec.Meta(max_length=_MAX_EVENTS)]
+    events: Annotated[list[RequestEvent | SignalEvent], msgspec.Meta(max_length=models.MAX_EVENTS)]
 
 
 class _AtlasPayload(msgspec.Struct, gc=False):
-    events: Annotated[list[AtlasEvent], msgspec.Meta(max_length=_MAX_EVENTS)]
+    events: Annotated[list[AtlasEvent], msgspec.Meta(max_length=models.MAX_EVENTS)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from pydantic import (
 __all__ = [
     "MAX_BYTES",
     "MAX_DURATION_MS",
+    "MAX_EVENTS",
     "MAX_TTFB_MS",
     "SCHEMA_VERSION",
     "Asset",
@@ -49,6 +50,9 @@ Outcome = Literal[
 Signal = Literal["blacklisted", "playback_slow", "playback_codec", "missing_operators"]
 Asset = Literal["video", "image", "other"]
 
+# Events per request as the schema states it (the default); the handler enforces
+# `ingest.max_events_per_request`, and a longer body only skips the fast decoder.
+MAX_EVENTS = 1000
 MAX_TTFB_MS = 600_000
 MAX_DURATION_MS = 3_600_000
 MAX_BYTES = 2**40
@@ -139,7 +143,7 @@ class NativePayload(BaseModel):
 
     model_config = ConfigDict(extra="forbid", title="NativePayload")
 
-    events: list[NativeEvent] = Field(max_length=1000)
+    events: list[NativeEvent] = Field(max_length=MAX_EVENTS)
 
 
 class AtlasUser(BaseModel):
@@ -176,4 +180,4 @@ class AtlasPayload(BaseModel):
 
     model_config = ConfigDict(extra="ignore", title="AtlasPayload")
 
-    events: list[AtlasEvent] = Field(max_length=1000)
+    events: list[AtlasEvent] = Field(max_length=MAX_EVENTS)
