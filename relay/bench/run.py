@@ -197,7 +197,7 @@ class _Server:
 
 
 def _median(results: Sequence[LoadResult]) -> LoadResult:
-    """The median of each figure over the rounds (peak RSS: the last, i.e. the highest)."""
+    """The median of each figure over the rounds (non-2xx: their sum; peak RSS: the highest)."""
     return LoadResult(
         requests_per_s=statistics.median(r.requests_per_s for r in results),
         events_per_s=statistics.median(r.events_per_s for r in results),
