@@ -13,7 +13,7 @@ import time
 import orjson
 
 from relay.aggregate.cells import OpenWindows
-from relay.bench.bodies import atlas_bodies
+from relay.bench.bodies import atlas_bodies, with_new_user
 from relay.ingest.atlas import scrub_atlas
 from relay.ingest.decode import decode_atlas
 from relay.ingest.scrub import Admission, RequestContext
@@ -62,3 +62,16 @@ def test_pipeline_cost_relative_to_parsing() -> None:
         pipeline()
         ratios.append((time.perf_counter() - started) / parsed)
     assert statistics.median(ratios) < MAX_RATIO, ratios
+
+
+def test_each_bench_request_is_a_new_atlas_user() -> None:
+    # The bench's traffic model: a body keeps its size and events, its user changes per request.
+    (body,) = atlas_bodies(1)
+    first, second = with_new_user(body, 1), with_new_user(body, 2)
+    assert len(first) == len(second) == len(body)
+    users = [
+        {event["user"]["accountId"] for event in orjson.loads(b)["events"]}
+        for b in (body, first, second)
+    ]
+    assert all(len(u) == 1 for u in users)  # one user per body, as Atlas sends it
+    assert len(set().union(*users)) == 3
