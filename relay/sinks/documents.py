@@ -91,8 +91,8 @@ def pack_source(source: Mapping[str, Any]) -> bytes:
     """The bytes the outbox keeps for a document's `_source`.
 
     A summary document repeats its fields: they are also in `att.leaf`, the canonical JSON of
-    {origin, seq, i, fields}. Only `att` is kept for one, which makes a sealed batch ~40 % smaller
-    on disk (sealing 10 000 cells writes and fsyncs that much less).
+    {origin, seq, i, fields}. Only `att` is kept for one: ~1.2 kB instead of ~1.7 kB for a summary
+    with a few histogram buckets, so sealing 10 000 cells writes and fsyncs ~5 MB less.
     """
     att = source.get("att")
     if isinstance(att, dict) and isinstance(att.get("leaf"), str):
