@@ -80,3 +80,14 @@ def test_a_record_of_an_unknown_format_is_corrupt() -> None:
     ((_, payload),) = codec.iter_frames(_frame(orjson.dumps([3, 60_000, "EU", [], {}])))
     with pytest.raises(codec.CorruptRecord, match="format"):
         codec.decode_payload(payload)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [7, "x", [], [60_000, [[]], {}], [60_000, [[1, 2]], {}], [2, 60_000, "EU", [[1]], {}]],
+)
+def test_a_malformed_record_with_a_good_checksum_is_corrupt(value: Any) -> None:
+    # Replay sets the segment aside on CorruptRecord; any other exception would stop the relay.
+    ((_, payload),) = codec.iter_frames(_frame(orjson.dumps(value)))
+    with pytest.raises(codec.CorruptRecord):
+        codec.decode_payload(payload)

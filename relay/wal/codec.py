@@ -26,6 +26,7 @@ __all__ = ["HEADER", "CorruptRecord", "decode_payload", "encode", "iter_frames"]
 HEADER = struct.Struct("<II")
 MAX_PAYLOAD = 64 * 1024 * 1024
 FORMAT = 2
+_FIELDS = 12  # of an Observation
 
 
 class CorruptRecord(Exception):
@@ -53,13 +54,13 @@ def decode_payload(payload: bytes) -> IngestRecord:
         version, arrival, region, observations, rejected = fields
         if version != FORMAT:
             raise ValueError(f"record format {version!r}, expected {FORMAT}")
+        converted = [tuple(observation) for observation in observations]
+        if any(len(observation) != _FIELDS for observation in converted):
+            raise ValueError("an observation of the wrong shape")
         return IngestRecord(
-            arrival_window_ms=arrival,
-            region=region,
-            observations=[tuple(fields) for fields in observations],
-            rejected=rejected,
+            arrival_window_ms=arrival, region=region, observations=converted, rejected=rejected
         )
-    except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+    except (orjson.JSONDecodeError, TypeError, ValueError, IndexError) as exc:
         raise CorruptRecord(f"undecodable record: {exc}") from None
 
 
