@@ -57,38 +57,32 @@ _Ts = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # epoch ms; RFC 3339 tak
 _Client = Annotated[str, msgspec.Meta(max_length=128)]
 
 
-class RequestEvent(
+class _NativeEvent(
     msgspec.Struct,
     tag_field="kind",
-    tag="request",
     forbid_unknown_fields=True,
     frozen=True,
     gc=False,
+    kw_only=True,  # the subclasses' required field follows these optional ones
 ):
+    """What both kinds of native event have; `kind` is the tag that picks the subclass."""
+
     node: NodeRef
+    asset: models.Asset | None = None
+    ts: _Ts | None = None
+    client: _Client | None = None
+
+
+class RequestEvent(_NativeEvent, tag="request", frozen=True):
     outcome: models.Outcome
     op: models.Op | None = None
     ttfb_ms: Annotated[float, msgspec.Meta(ge=0, le=models.MAX_TTFB_MS)] | None = None
     duration_ms: Annotated[float, msgspec.Meta(ge=0, le=models.MAX_DURATION_MS)] | None = None
     bytes: Annotated[int, msgspec.Meta(ge=0, lt=models.MAX_BYTES)] | None = None
-    asset: models.Asset | None = None
-    ts: _Ts | None = None
-    client: _Client | None = None
 
 
-class SignalEvent(
-    msgspec.Struct,
-    tag_field="kind",
-    tag="signal",
-    forbid_unknown_fields=True,
-    frozen=True,
-    gc=False,
-):
-    node: NodeRef
+class SignalEvent(_NativeEvent, tag="signal", frozen=True):
     signal: models.Signal
-    asset: models.Asset | None = None
-    ts: _Ts | None = None
-    client: _Client | None = None
 
 
 class AtlasUser(msgspec.Struct, frozen=True, gc=False):
