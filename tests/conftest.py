@@ -13,8 +13,10 @@ from yarl import URL
 
 from relay.config import Settings
 from relay.ingest.http import create_app, runner_options
+from relay.ingest.scrub import Admission
 from relay.ingest.server import make_runner
 from relay.observation import Observation, ms_bucket, throughput_bucket
+from relay.privacy.contributor import WindowSalts
 from relay.serve import OperatorRelay
 from relay.sinks.documents import Document
 from relay.sinks.store import EmbeddedStore
@@ -233,3 +235,14 @@ def observation(
 
 def observation_fields(observation: Observation) -> dict[str, Any]:
     return dict(zip(OBSERVATION_FIELDS, observation, strict=True))
+
+
+def memory_admission(window_ms: int = 60_000) -> Admission:
+    """An Admission whose salts live in memory only (nothing persisted), as unit tests want it."""
+    return Admission(
+        window_ms=window_ms,
+        max_past_ms=86_400_000,
+        max_future_ms=60_000,
+        salts=WindowSalts(),
+        persist_salt=lambda window, salt: None,
+    )

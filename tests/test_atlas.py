@@ -11,8 +11,7 @@ from relay.ingest.atlas import classify_error, scrub_atlas
 from relay.ingest.decode import decode_atlas
 from relay.ingest.scrub import Admission, RequestContext, ScrubResult
 from relay.observation import ms_bucket
-from relay.privacy.contributor import WindowSalts
-from tests.conftest import T0_MS, RunningRelay, observation_fields
+from tests.conftest import T0_MS, RunningRelay, memory_admission, observation_fields
 
 USER = {
     "accountId": "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY",
@@ -36,23 +35,13 @@ def atlas(kind: str, **fields: Any) -> dict[str, Any]:
     }
 
 
-def admission() -> Admission:
-    return Admission(
-        window_ms=60_000,
-        max_past_ms=86_400_000,
-        max_future_ms=60_000,
-        salts=WindowSalts(),
-        persist_salt=lambda window, salt: None,
-    )
-
-
 CTX = RequestContext(now_ms=T0_MS + 5_000, region="EU", network_material=b"n\x00test")
 
 
 def scrub(events: list[Any], adm: Admission | None = None) -> ScrubResult:
     """The events as the handler sees them: decoded from a JSON body, then scrubbed."""
     decoded = decode_atlas(orjson.dumps({"events": events}))
-    return scrub_atlas(decoded, CTX, adm or admission())
+    return scrub_atlas(decoded, CTX, adm or memory_admission())
 
 
 @pytest.mark.parametrize(
@@ -121,7 +110,7 @@ def test_every_atlas_type_maps() -> None:
 
 
 def test_contributor_falls_back_to_member_then_network() -> None:
-    adm = admission()
+    adm = memory_admission()
     by_account = scrub([atlas("distributor-response-timeout")], adm)
     member_only = {**atlas("distributor-response-timeout"), "user": {"memberId": "42"}}
     anonymous = atlas("distributor-response-timeout")

@@ -16,10 +16,10 @@ from relay.aggregate.cells import OpenWindows
 from relay.bench.bodies import atlas_bodies, with_new_user
 from relay.ingest.atlas import scrub_atlas
 from relay.ingest.decode import decode_atlas
-from relay.ingest.scrub import Admission, RequestContext
+from relay.ingest.scrub import RequestContext
 from relay.observation import IngestRecord
-from relay.privacy.contributor import WindowSalts
 from relay.wal import codec
+from tests.conftest import memory_admission
 
 NOW_MS = 1_767_571_200_000 + 1_000
 # Measured ratio on the development machine: ~3 (msgspec decoding, bucketed tuples, inline
@@ -30,13 +30,7 @@ MAX_RATIO = 12.0
 
 def test_pipeline_cost_relative_to_parsing() -> None:
     bodies = atlas_bodies(40)
-    admission = Admission(
-        window_ms=300_000,
-        max_past_ms=86_400_000,
-        max_future_ms=60_000,
-        salts=WindowSalts(),
-        persist_salt=lambda window, salt: None,
-    )
+    admission = memory_admission(window_ms=300_000)
     admission.closed_until_ms = 0
     windows = OpenWindows(max_events_per_contributor=50)
     windows.sealed_until_ms = 0

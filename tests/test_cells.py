@@ -12,10 +12,9 @@ from relay.aggregate.cells import OpenWindows
 from relay.ingest.decode import decode_native
 from relay.ingest.models import MAX_BYTES, MAX_DURATION_MS, MAX_TTFB_MS
 from relay.ingest.native import scrub_native
-from relay.ingest.scrub import Admission, RequestContext
+from relay.ingest.scrub import RequestContext
 from relay.observation import IngestRecord
-from relay.privacy.contributor import WindowSalts
-from tests.conftest import observation, request_event
+from tests.conftest import memory_admission, observation, request_event
 
 
 @settings(max_examples=300, deadline=None)
@@ -30,14 +29,7 @@ def test_any_valid_request_is_counted(
     # Scrub and apply are total: no value the schema admits makes either raise.
     body = orjson.dumps({"events": [request_event(ttfb_ms=ttfb, duration_ms=duration, bytes=size)]})
     ctx = RequestContext(now_ms=60_000, region="EU", network_material=b"n\x00test")
-    admission = Admission(
-        window_ms=60_000,
-        max_past_ms=60_000,
-        max_future_ms=60_000,
-        salts=WindowSalts(),
-        persist_salt=lambda window, salt: None,
-    )
-    result = scrub_native(decode_native(body), ctx, admission)
+    result = scrub_native(decode_native(body), ctx, memory_admission())
     windows = OpenWindows(max_events_per_contributor=50)
     windows.sealed_until_ms = 0
     windows.apply(IngestRecord(60_000, "EU", result.observations, {}))
