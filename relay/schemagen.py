@@ -244,11 +244,15 @@ class Stats(_Model):
     __pydantic_extra__: dict[str, Count] = Field(init=False)
 
     accepted: Count = Field(description="Events acknowledged into this window.")
-    rejected: Count = Field(description="Sum of invalid, late, too_old and too_new.")
+    rejected: Count = Field(description="Sum of invalid, late, too_old, too_new and too_many.")
     invalid: Count
     late: Count = Field(description="Events for this window that arrived after it was sealed.")
     too_old: Count
     too_new: Count
+    too_many: Count = Field(
+        0,
+        description="Atlas events past the per-request cap (absent in batches of earlier relays).",
+    )
     over_cap: Count = Field(description="Accepted events dropped by contribution bounding (P4).")
     suppressed_cells: Count = Field(description="Cells withheld under k after roll-up (P5).")
     suppressed_events: Count = Field(description="Accepted events in suppressed cells.")
@@ -437,7 +441,7 @@ _NATIVE_EXAMPLE: dict[str, Any] = {
     "events": [
         {
             "kind": "request",
-            "node": {"role": "distributor", "id": "1:0:5"},
+            "node": {"role": "distributor", "id": "mrbovo.distributor.cc"},
             "op": "download",
             "outcome": "ok",
             "ttfb_ms": 84.5,
@@ -449,41 +453,87 @@ _NATIVE_EXAMPLE: dict[str, Any] = {
         },
         {
             "kind": "signal",
-            "node": {"role": "distributor", "id": "1:0:5"},
+            "node": {"role": "distributor", "id": "mrbovo.distributor.cc"},
             "signal": "playback_slow",
             "ts": 1767608100000,
         },
     ]
 }
 
+# Bodies as the real Atlas client builds them (commit 9a42847ca): tests/atlas_client.py builds
+# the same two and tests/test_atlas.py holds them equal, so the examples cannot drift from it.
 _ATLAS_USER = {
-    "accountId": "j4RxTj1MA8nkazF7B8U8Eu7MtvnZYpmLjCmxzbUsXoE9yFDx",
-    "memberId": "42",
-    "channelId": "7",
+    "accountId": "5f5VZnnw7gZe9Wv6sZL3v6NfzV9446kedP2hra1ymyxRU5i7",
+    "memberId": "1003",
+    "channelId": "7003",
 }
-_ATLAS_EXAMPLE: dict[str, Any] = {
+#: A 60 s flush of Atlas's performance events: downloads (one with the timing hidden by the
+#: browser, hence a negative initialResponseTime) and one of Atlas's non-infrastructure events.
+ATLAS_PERFORMANCE_EXAMPLE: dict[str, Any] = {
     "events": [
         {
             "type": "distributor-response-time",
-            "distributorId": "1:0:5",
-            "distributorUrl": "https://distributor.example.org/distributor/api/v1/",
-            "dataObjectId": "18234",
-            "dataObjectType": "VideoMedia",
-            "resolvedUrl": "https://distributor.example.org/distributor/api/v1/assets/18234",
-            "initialResponseTime": 84,
-            "fullResponseTime": 1290,
-            "downloadSpeed": 4.06,
+            "dataObjectId": "48451",
+            "dataObjectType": "thumbnail",
+            "resolvedUrl": "https://mrbovo.distributor.cc/distributor/api/v1/assets/48451",
+            "distributorUrl": "https://mrbovo.distributor.cc",
+            "initialResponseTime": 85.5,
+            "fullResponseTime": 190.5,
+            "downloadSpeed": 462.25714285714287,
             "user": _ATLAS_USER,
-            "userDevice": {"type": "browser", "os": "Linux", "browser": "Firefox 121"},
+        },
+        {
+            "type": "distributor-response-time",
+            "dataObjectId": "48452",
+            "dataObjectType": "video",
+            "resolvedUrl": "https://dist1.joyutils.org/distributor/api/v1/assets/48452",
+            "distributorUrl": "https://dist1.joyutils.org",
+            "initialResponseTime": -1533.0,
+            "fullResponseTime": 1417.5,
+            "downloadSpeed": 0.0,
+            "user": _ATLAS_USER,
+        },
+        {
+            "type": "request-response-time",
+            "requestName": "GetBasicVideos",
+            "timeToComplete": 231.4,
+            "user": _ATLAS_USER,
+        },
+    ]
+}
+#: A 5 s flush of Atlas's error events from a logged-out user: a codec error (desktop: `codec`
+#: is an unawaited Promise, `{}`), an upload attempt that failed and the bucket it blacklisted,
+#: the upload giving up, and a bag left with no storage operator.
+ATLAS_ERROR_EXAMPLE: dict[str, Any] = {
+    "events": [
+        {
+            "type": "playback-wrong-codec",
+            "dataObjectId": "8813",
+            "dataObjectType": "video",
+            "resolvedUrl": "https://mrbovo.distributor.cc/distributor/api/v1/assets/8813",
+            "distributorUrl": "https://mrbovo.distributor.cc",
+            "assetType": "video",
+            "codec": {},
+            "user": {},
         },
         {
             "type": "distributor-response-error",
-            "distributorId": "1:0:5",
-            "dataObjectId": "18234",
-            "error": "Request failed with status code 503",
-            "user": _ATLAS_USER,
+            "dataObjectId": "5521",
+            "storageOperatorId": "3",
+            "error": "Network Error",
+            "user": {},
         },
-        {"type": "nft-minting-failed", "error": "insufficient balance"},
+        {"type": "distributor-blacklisted", "distributorId": "3", "user": {}},
+        {
+            "type": "asset-upload-failed",
+            "dataObjectId": "5521",
+            "dataObjectType": "video",
+            "storageOperatorId": "7",
+            "storageOperatorUrl": "https://storage-7.example/storage",
+            "error": "Network Error",
+            "user": {},
+        },
+        {"type": "missing-operators-for-bag", "storageBagId": "dynamic:channel:7003", "user": {}},
     ]
 }
 
@@ -541,7 +591,7 @@ def _native_event_rules(schema: dict[str, Any]) -> None:
 
 
 def _atlas_rules(schema: dict[str, Any]) -> None:
-    schema["examples"] = [_ATLAS_EXAMPLE]
+    schema["examples"] = [ATLAS_PERFORMANCE_EXAMPLE, ATLAS_ERROR_EXAMPLE]
 
 
 _Fix = Callable[[dict[str, Any]], None]

@@ -53,7 +53,7 @@ __all__ = ["OperatorRelay", "load_or_create_key", "tune_gc", "wall_clock_ms"]
 log = logging.getLogger(__name__)
 
 # Rejection reasons counted in a batch's stats; `rejected` is their sum.
-REJECTION_REASONS = ("invalid", "late", "too_old", "too_new")
+REJECTION_REASONS = ("invalid", "late", "too_old", "too_new", "too_many")
 
 # Readiness checks reported by /readyz that do not decide `ready`. A sink refusing our key
 # (401/403) pauses shipping, not ingest: the relay keeps accepting into the outbox, and if the

@@ -27,8 +27,27 @@ from multidict import CIMultiDictProxy
 
 from relay.serve import OperatorRelay
 from relay.sinks.store import EmbeddedStore
+from tests import atlas_client
 from tests.conftest import T0_MS, RunningRelay, request_event, signal_event
 
+# Atlas events as the real client builds them (tests/atlas_client.py).
+ATLAS_SLOW = atlas_client.playback_is_slow(
+    atlas_client.asset_url(atlas_client.DISTRIBUTORS[0], "8812"),
+    "3301",
+    "8812",
+    user=None,
+    title="t",
+)
+ATLAS_DOWNLOAD = atlas_client.distributor_response_time(
+    atlas_client.asset_url(atlas_client.DISTRIBUTORS[1], "48451"),
+    "48451",
+    "thumbnail",
+    fetch_start=10.0,
+    response_start=40.0,
+    response_end=300.0,
+    decoded_body_size=48_000,
+    user=atlas_client.logged_in(1),
+)
 NATIVE = "/v1/events"
 ATLAS = "/v1/atlas/events"
 PROBLEM_PREFIX = "urn:relay:problem:"
@@ -165,7 +184,7 @@ async def test_unknown_top_level_field_is_400_on_native_only(relay_server: Runni
     assert_problem(answer, 400, "invalid-envelope")
     assert marker.encode() not in answer.body  # an error never echoes input (P1)
     # Atlas sends more than relay reads; its envelope is taken as it is (DESIGN §3.2).
-    atlas = {"events": [{"type": "playback-is-slow", "distributorId": "d1"}], "meta": marker}
+    atlas = {"events": [ATLAS_SLOW], "meta": marker}
     answer = await send(relay_server, ATLAS, body_of(atlas))
     assert answer.status == 202
     assert answer.json()["accepted"] == 1
@@ -263,10 +282,11 @@ async def test_too_many_events_is_413(start_relay: Callable[..., Any]) -> None:
         answer = await send(running, NATIVE, body_of({"events": events}))
     problem = assert_problem(answer, 413, "too-many-events")
     assert "5" in problem.get("detail", "")
-    atlas = [{"type": "playback-is-slow", "distributorId": "d1"}] * 6
-    with leaves_no_trace(running.relay):
-        answer = await send(running, ATLAS, body_of({"events": atlas}))
-    assert_problem(answer, 413, "too-many-events")
+    # Atlas neither caps nor retries: its batch is kept up to the cap, the rest counted.
+    atlas = [{"type": "playback-is-slow", "resolvedUrl": "https://d1.example/a/1"}] * 6
+    answer = await send(running, ATLAS, body_of({"events": atlas}))
+    assert answer.status == 202
+    assert (answer.json()["accepted"], answer.json()["rejected"]) == (5, 1)
     answer = await send(running, NATIVE, body_of({"events": events[:5]}))
     assert answer.status == 202
     assert answer.json()["accepted"] == 5
@@ -479,9 +499,9 @@ async def test_partial_acceptance_names_each_rejected_event(
 
 async def test_atlas_partial_acceptance(relay_server: RunningRelay) -> None:
     events: list[Any] = [
-        {"type": "distributor-response-time", "distributorId": "d1", "initialResponseTime": 30},
-        {"type": "playback-is-slow"},  # no distributorId
-        {"type": "nft-minting-failed"},  # unsupported, dropped and counted
+        ATLAS_DOWNLOAD,
+        {k: v for k, v in ATLAS_SLOW.items() if k != "resolvedUrl"},  # names no distributor
+        atlas_client.not_infrastructure(None)[3],  # nft-minting-failed: dropped and counted
         {"no": "type"},
     ]
     answer = await send(relay_server, ATLAS, body_of({"events": events}))
@@ -550,7 +570,7 @@ async def test_send_beacon_text_plain_is_accepted(
     answer = await send(relay_server, NATIVE, payload, content_type=content_type)
     assert answer.status == 202
     assert answer.json() == {"accepted": 2, "rejected": 0, "errors": []}
-    atlas = body_of({"events": [{"type": "playback-is-slow", "distributorId": "d1"}]})
+    atlas = body_of({"events": [ATLAS_SLOW]})
     answer = await send(relay_server, ATLAS, atlas, content_type=content_type)
     assert answer.status == 202
     assert answer.json()["accepted"] == 1
@@ -564,8 +584,8 @@ async def test_compressed_bodies_are_accepted(relay_server: RunningRelay, encodi
     atlas = body_of(
         {
             "events": [
-                {"type": "distributor-response-error", "distributorId": "d1", "error": "x"},
-                {"type": "distributor-blacklisted", "distributorId": "d2"},
+                atlas_client.upload_error("5521", "3", "Network Error", user=None),
+                atlas_client.bucket_blacklisted("3", user=None),
             ]
         }
     )
@@ -619,7 +639,10 @@ atlas_like = st.fixed_dictionaries(
     optional={
         "type": st.sampled_from(["distributor-response-error", "playback-is-slow", "x"])
         | json_scalars,
+        "distributorUrl": json_scalars,
+        "resolvedUrl": json_scalars,
         "distributorId": json_scalars,
+        "storageOperatorId": json_scalars,
         "storageBagId": json_scalars,
         "initialResponseTime": json_scalars,
         "error": json_scalars,

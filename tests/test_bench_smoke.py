@@ -19,6 +19,7 @@ from relay.ingest.decode import decode_atlas
 from relay.ingest.scrub import RequestContext
 from relay.observation import IngestRecord
 from relay.wal import codec
+from tests import atlas_client
 from tests.conftest import memory_admission
 
 NOW_MS = 1_767_571_200_000 + 1_000
@@ -42,7 +43,7 @@ def test_pipeline_cost_relative_to_parsing() -> None:
 
     def pipeline() -> None:
         for body in bodies:
-            result = scrub_atlas(decode_atlas(body), ctx, admission)
+            result = scrub_atlas(decode_atlas(body, 1000).events, ctx, admission)
             record = IngestRecord(NOW_MS - NOW_MS % 300_000, "EU", result.observations, {})
             codec.encode(record)
             windows.apply(record)
@@ -69,3 +70,33 @@ def test_each_bench_request_is_a_new_atlas_user() -> None:
     ]
     assert all(len(u) == 1 for u in users)  # one user per body, as Atlas sends it
     assert len(set().union(*users)) == 3
+
+
+def _shapes() -> dict[str, list[tuple[str, ...]]]:
+    """The key sequences tests/atlas_client.py (the real client's builders) produce, by type."""
+    user = atlas_client.logged_in(1)
+    events = [
+        *atlas_client.performance_batch(user, 7),
+        *atlas_client.error_batch(user),
+        *atlas_client.error_batch(user, seed=1),
+        *atlas_client.not_infrastructure(user),
+    ]
+    shapes: dict[str, list[tuple[str, ...]]] = {}
+    for event in events:
+        shapes.setdefault(event["type"], []).append(tuple(event))
+    return shapes
+
+
+def test_bench_bodies_have_the_real_client_shapes() -> None:
+    # The bench must parse what Atlas sends: every event's keys, in order, are those the real
+    # client's code path produces for its type (no invented field, none missing).
+    shapes = _shapes()
+    seen: set[str] = set()
+    for body in atlas_bodies(20):
+        events = orjson.loads(body)["events"]
+        assert len({orjson.dumps(e["user"]) for e in events}) == 1
+        for event in events:
+            assert tuple(event) in shapes[event["type"]], event["type"]
+            assert set(event["user"]) == {"accountId", "memberId", "channelId"}
+            seen.add(event["type"])
+    assert {"distributor-response-time", "playback-wrong-codec", "asset-upload-failed"} <= seen

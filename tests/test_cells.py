@@ -29,7 +29,7 @@ def test_any_valid_request_is_counted(
     # Scrub and apply are total: no value the schema admits makes either raise.
     body = orjson.dumps({"events": [request_event(ttfb_ms=ttfb, duration_ms=duration, bytes=size)]})
     ctx = RequestContext(now_ms=60_000, region="EU", network_material=b"n\x00test")
-    result = scrub_native(decode_native(body), ctx, memory_admission())
+    result = scrub_native(decode_native(body, 1000).events, ctx, memory_admission())
     windows = OpenWindows(max_events_per_contributor=50)
     windows.sealed_until_ms = 0
     windows.apply(IngestRecord(60_000, "EU", result.observations, {}))

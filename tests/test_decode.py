@@ -16,6 +16,7 @@ from relay.bench.bodies import atlas_bodies, native_bodies
 from relay.ingest import decode, models
 from relay.ingest.decode import AtlasEvent, EventError, RequestEvent, SignalEvent
 from relay.ingest.problem import Problem
+from tests import atlas_client
 
 # Valid values, boundaries on both sides included; `_mutated` then breaks some events further.
 _junk = st.one_of(
@@ -104,8 +105,8 @@ def native_events(draw: st.DrawFn) -> Any:
 
 
 _ATLAS_KEYS = [
-    "type", "distributorId", "storageProviderId", "storageBagId", "dataObjectType",
-    "initialResponseTime", "fullResponseTime", "error", "user",
+    "type", "distributorUrl", "resolvedUrl", "distributorId", "storageOperatorId",
+    "dataObjectType", "initialResponseTime", "fullResponseTime", "error", "user",
 ]  # fmt: skip
 
 
@@ -118,12 +119,12 @@ def atlas_events(draw: st.DrawFn) -> Any:
     texts = st.text(max_size=30) | _ids
     event: dict[str, Any] = {
         "type": draw(st.sampled_from(["distributor-response-time", "asset-upload-failed", "x"])),
-        "resolvedUrl": "https://example.invalid/asset",
     }
     optional: dict[str, st.SearchStrategy[Any]] = {
+        "distributorUrl": texts,
+        "resolvedUrl": texts,
         "distributorId": texts,
-        "storageProviderId": texts,
-        "storageBagId": texts,
+        "storageOperatorId": texts,
         "dataObjectType": texts,
         "initialResponseTime": _timing(models.MAX_TTFB_MS) | st.sampled_from(["12.5", True]),
         "fullResponseTime": st.floats(allow_nan=False) | st.integers(),
@@ -175,6 +176,9 @@ def test_realistic_bodies_take_the_fast_path() -> None:
     # If these fell back to the models, relay would be correct but several times slower.
     for body in atlas_bodies(20):
         msgspec.json.decode(body, type=decode._AtlasPayload)
+    for user in (atlas_client.logged_in(1), atlas_client.LOGGED_OUT, None):
+        for events in (atlas_client.performance_batch(user, 50), atlas_client.error_batch(user)):
+            msgspec.json.decode(atlas_client.body(events), type=decode._AtlasPayload)
     for body in native_bodies(20):
         msgspec.json.decode(body, type=decode._NativePayload)
 
@@ -182,7 +186,7 @@ def test_realistic_bodies_take_the_fast_path() -> None:
 def test_a_body_with_bad_events_keeps_the_good_ones_and_names_the_bad() -> None:
     good = {"kind": "request", "node": {"role": "distributor", "id": "d1"}, "outcome": "ok"}
     bad = {**good, "outcome": "secret-value"}
-    events = decode.decode_native(orjson.dumps({"events": [good, bad, "x"]}))
+    events = decode.decode_native(orjson.dumps({"events": [good, bad, "x"]}), 1000).events
     assert isinstance(events[0], RequestEvent)
     assert events[1] == EventError("outcome", events[1].reason)  # type: ignore[union-attr]
     assert "secret-value" not in repr(events)
@@ -196,7 +200,7 @@ def test_rfc3339_timestamps_take_the_model_path_and_become_ms() -> None:
         "signal": "blacklisted",
         "ts": "2026-01-05T00:00:01.5Z",
     }
-    (decoded,) = decode.decode_native(orjson.dumps({"events": [event]}))
+    (decoded,) = decode.decode_native(orjson.dumps({"events": [event]}), 1000).events
     assert isinstance(decoded, SignalEvent)
     assert decoded.ts == 1_767_571_201_500
 
@@ -212,5 +216,5 @@ def test_rfc3339_timestamps_take_the_model_path_and_become_ms() -> None:
 )
 def test_envelope_problems_are_named(body: bytes, slug: str) -> None:
     with pytest.raises(Problem) as raised:
-        decode.decode_native(body)
+        decode.decode_native(body, 1000)
     assert raised.value.slug == slug

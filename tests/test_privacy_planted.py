@@ -1,14 +1,17 @@
 """P1 (and P6, P8) by planting: distinctive identifiers go into real requests, then every byte the
 relay wrote or said is searched for them.
 
-Every identifier of DESIGN §4 P1 gets a unique marker: native `client`, Atlas `user.*`,
-`dataObjectId`, `resolvedUrl`, `distributorUrl`, `userDevice`, free-text `error`, User-Agent,
+Every identifier of DESIGN §4 P1 gets a unique marker: native `client`; in Atlas bodies built as
+the real client builds them (tests/atlas_client.py), `user.*`, `dataObjectId`, the path of
+`resolvedUrl`, `videoId`, `title`, `channelId`, the bag id, the storage operator's URL, free text
+in `error`, `message` and the metadata of non-infrastructure events; User-Agent,
 X-Forwarded-For (trusted proxy, so it is the client IP), Cookie, Authorization, and the client IP
 itself. The search covers every file under data_dir (WAL segments and salts while windows are open,
 after sealing and after stop; SQLite files and their -wal files), logs at DEBUG, /metrics,
 /v1/operator, /v1/config, every answer (202 and problem+json, headers included) and
-`relay export`. A public node id planted the same way is the positive control: it must be found in
-the WAL and the published documents, so the search demonstrably sees what it searches.
+`relay export`. Public node ids planted the same way (a native id, the host of an Atlas
+distributor URL, a storage bucket id) are the positive control: they must be found in the WAL and
+the published documents, so the search demonstrably sees what it searches.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from relay import cli
 from relay.logs import _JsonFormatter
 from relay.privacy.contributor import client_material
 from relay.wal import codec
+from tests import atlas_client
 from tests.conftest import T0_MS, RunningRelay, stop
 
 NATIVE = "/v1/events"
@@ -114,8 +118,10 @@ class Markers:
     channel_ids: list[str] = field(default_factory=lambda: [marker("channel") for _ in range(3)])
     data_object_id: str = field(default_factory=lambda: marker("dataobject"))
     resolved_url: str = field(default_factory=lambda: marker("resolved"))
-    distributor_url: str = field(default_factory=lambda: marker("distributorurl"))
-    user_device: str = field(default_factory=lambda: marker("device"))
+    video_id: str = field(default_factory=lambda: marker("video"))
+    video_title: str = field(default_factory=lambda: marker("title"))
+    bag_channel: str = field(default_factory=lambda: marker("bag"))
+    storage_url: str = field(default_factory=lambda: marker("storageurl").lower())
     error_text: str = field(default_factory=lambda: marker("errortext"))
     user_agent: str = field(default_factory=lambda: marker("ua"))
     forwarded: str = field(default_factory=lambda: marker("xff"))
@@ -156,7 +162,8 @@ def base64_cores(data: bytes) -> list[bytes]:
 
 def needle_forms(value: str) -> list[bytes]:
     raw = value.encode()
-    forms = [raw, raw.hex().encode(), *base64_cores(raw)]
+    # Lower-cased too: a host is lower-cased on its way to becoming a node id.
+    forms = [raw, raw.lower(), raw.hex().encode(), *base64_cores(raw)]
     # A plain (unkeyed) hash is reversible by hashing guesses; P2 forbids one, so no such hash
     # of the identifier may show up either (as digest, hex, or the 64-bit integer the WAL uses).
     for material in (raw, client_material(value)):
@@ -273,50 +280,50 @@ def rejected_native_events(markers: Markers) -> list[Any]:
 
 
 def atlas_events(markers: Markers) -> list[dict[str, Any]]:
-    users: list[dict[str, Any]] = [
-        {
-            "accountId": markers.account_ids[0],
-            "memberId": markers.member_ids[0],
-            "channelId": markers.channel_ids[0],
-        },
-        {"memberId": markers.member_ids[1], "channelId": markers.channel_ids[1]},
-        {"accountId": markers.account_ids[1]},
-        {"channelId": markers.channel_ids[2]},  # keyed by IP + User-Agent family
+    """Both of Atlas's flushes for each state a user can be in, identifiers planted."""
+    users: list[atlas_client.AtlasUser | None] = [
+        atlas_client.AtlasUser(
+            markers.account_ids[0], markers.member_ids[0], markers.channel_ids[0]
+        ),
+        atlas_client.AtlasUser(None, markers.member_ids[1], markers.channel_ids[1]),
+        atlas_client.AtlasUser(markers.account_ids[1]),
+        atlas_client.AtlasUser(channel_id=markers.channel_ids[2]),  # keyed by IP + UA family
+        atlas_client.LOGGED_OUT,
+        None,
     ]
-    common = {
-        "distributorId": markers.atlas_node,
-        "distributorUrl": f"https://{markers.distributor_url}.example/distributor-api/v1/",
-        "dataObjectId": markers.data_object_id,
-        "dataObjectType": "VideoMedia",
-        "resolvedUrl": f"https://cdn.example/{markers.resolved_url}/assets/1",
-        "userDevice": {"browser": markers.user_device, "os": "Linux", "device": "desktop"},
-    }
+    origin = f"https://{markers.atlas_node}.example"
+    asset = f"{origin}/distributor/api/v1/assets/{markers.resolved_url}"
+    bucket, storage = markers.storage_node, f"https://{markers.storage_url}.example/storage"
+    message = f"Request failed with status code 503 ({markers.error_text})"
     events: list[dict[str, Any]] = []
     for user in users:
         events += [
-            {
-                **common,
-                "type": "distributor-response-time",
-                "initialResponseTime": 120,
-                "fullResponseTime": 900,
-                "downloadSpeed": 3.5,
-                "user": user,
-            },
-            {
-                **common,
-                "type": "distributor-response-error",
-                "error": f"Request failed with status code 503 ({markers.error_text})",
-                "user": user,
-            },
-            {**common, "type": "playback-is-slow", "user": user},
-            {
-                **common,
-                "type": "asset-upload-failed",
-                "storageProviderId": markers.storage_node,
-                "error": f"timeout of 30000ms exceeded {markers.error_text}",
-                "user": user,
-            },
-            {**common, "type": "nft-minting-failed", "error": markers.error_text, "user": user},
+            atlas_client.distributor_response_time(
+                asset,
+                markers.data_object_id,
+                "video",
+                fetch_start=10.0,
+                response_start=130.0,
+                response_end=910.0,
+                decoded_body_size=2_000_000,
+                user=user,
+            ),
+            atlas_client.playback_wrong_codec(
+                asset, markers.data_object_id, "video", mobile=False, user=user
+            ),
+            atlas_client.playback_is_slow(
+                asset,
+                markers.video_id,
+                markers.data_object_id,
+                user=user,
+                title=markers.video_title,
+                channel_id=markers.channel_ids[0],
+            ),
+            *atlas_client.failed_upload(
+                markers.data_object_id, "video", [(bucket, storage)], message, user=user
+            ),
+            atlas_client.missing_operators_for_bag(markers.bag_channel, user=user),
+            *atlas_client.not_infrastructure(user, free_text=markers.error_text),
         ]
     return events
 
@@ -526,7 +533,8 @@ async def test_planted_identifiers_leave_no_trace(
     published = {(s["window_start_ms"], s["node"]["id"]) for s in summaries}
     for window in (T0_MS, T0_MS + WINDOW_MS):
         assert (window, markers.native_node) in published
-        assert (window, markers.atlas_node) in published
+        assert (window, f"{markers.atlas_node}.example") in published  # the host only
+        assert (window, markers.storage_node) in published
     assert markers.native_node.encode() in exported.encode()  # positive control
     for document in documents:
         assert_summary_only(document)

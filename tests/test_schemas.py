@@ -24,6 +24,7 @@ from relay import schemagen
 from relay.ingest.models import NativeEvent, NativePayload
 from relay.registry import Registry
 from relay.sinks.documents import Document
+from tests import atlas_client
 from tests.conftest import RunningRelay, request_event, signal_event, stored_documents
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,11 +139,11 @@ def _native_traffic() -> list[dict[str, Any]]:
 
 
 def _atlas_traffic() -> dict[str, Any]:
-    (example,) = schemagen.schema_of(ATLAS)["examples"]
+    # Both of the real client's flushes (tests/atlas_client.py), from three logged-in users.
     events = []
-    for n, user in enumerate(("j4Rx-alice", "j4Rx-bob", "j4Rx-carol")):
-        for event in example["events"]:
-            events.append({**copy.deepcopy(event), "user": {"accountId": user, "memberId": str(n)}})
+    for n in range(3):
+        user = atlas_client.logged_in(n)
+        events += atlas_client.performance_batch(user, 4, seed=n) + atlas_client.error_batch(user)
     return {"events": events}
 
 
@@ -156,7 +157,7 @@ async def _produce(relay_server: RunningRelay) -> None:
     assert (answer["accepted"], answer["rejected"]) == (24, 2)
     status, answer = await relay_server.post("/v1/atlas/events", _atlas_traffic())
     assert status == 202, answer
-    assert (answer["accepted"], answer["unsupported"]) == (6, 3)
+    assert (answer["accepted"], answer["rejected"], answer["unsupported"]) == (48, 0, 21)
     assert await relay_server.seal_after(70) == 1
     # Five empty windows later: one gap batch spanning them (DESIGN §5.3).
     assert await relay_server.seal_after(300) == 1
@@ -263,46 +264,19 @@ def test_schema_examples_validate() -> None:
 
 
 def test_real_atlas_payload_validates() -> None:
-    # As UserEventsLogger (packages/atlas/src/utils/logs/asset.ts) sends it: user attached to
-    # every event, content ids, URLs and device details, no timestamps.
-    user = {"accountId": "j4WzXTs8GP9qKvYbRZzXB8AVfwPZUhL1aVG8wV2rN4tE3vDr", "memberId": "1337"}
-    device = {"type": "browser", "os": "Mac OS 14.2", "browser": "Chrome 120"}
-    payload = {
-        "events": [
-            {
-                "type": "distributor-response-time",
-                "distributorId": "0:3:12",
-                "distributorUrl": "https://dist.example.net/distributor/api/v1/",
-                "dataObjectId": "99812",
-                "dataObjectType": "VideoThumbnail",
-                "resolvedUrl": "https://dist.example.net/distributor/api/v1/assets/99812",
-                "initialResponseTime": 120.4,
-                "fullResponseTime": 311,
-                "downloadSpeed": 0.8,
-                "user": {**user, "channelId": "881"},
-                "userDevice": device,
-            },
-            {
-                "type": "distributor-response-error",
-                "distributorId": "0:3:12",
-                "dataObjectId": "99813",
-                "resolvedUrl": "https://dist.example.net/distributor/api/v1/assets/99813",
-                "error": "timeout of 5000ms exceeded",
-                "user": user,
-            },
-            {
-                "type": "missing-operators-for-bag",
-                "storageBagId": "dynamic:channel:881",
-                "user": user,
-            },
-            {"type": "asset-upload-failed", "storageProviderId": "7", "error": "Network Error"},
-            {"type": "funds-withdrawal", "amount": "1000000", "user": user},
-        ]
-    }
-    assert errors(ATLAS, payload) == []
+    # Every body the real client builds (tests/atlas_client.py, Atlas 9a42847ca), whatever the
+    # user's state, validates: the schema must not refuse what Atlas sends.
+    for user in (atlas_client.logged_in(1), atlas_client.LOGGED_OUT, None):
+        for events in (
+            atlas_client.performance_batch(user, 50),
+            atlas_client.error_batch(user),
+            atlas_client.not_infrastructure(user),
+        ):
+            assert errors(ATLAS, {"events": events}) == []
     assert errors(ATLAS, {"events": [{"distributorId": "0:3:12"}]})  # type is required
     assert errors(ATLAS, {"events": "not a list"})
-    assert errors(ATLAS, {"events": [{"type": "x"}] * 1001})
+    # No cap in the schema: Atlas does not cap its batches; the handler counts what is past it.
+    assert errors(ATLAS, {"events": [{"type": "x"}] * 1001}) == []
 
 
 _REQUEST = {"kind": "request", "node": {"role": "storage", "id": "7"}, "outcome": "ok"}

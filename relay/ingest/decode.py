@@ -17,9 +17,9 @@ identifier beyond what the handler reads: unknown Atlas fields are skipped witho
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import msgspec
 import orjson
@@ -31,6 +31,7 @@ from relay.ingest.problem import Problem
 __all__ = [
     "AtlasEvent",
     "AtlasUser",
+    "Decoded",
     "EventError",
     "NodeRef",
     "RequestEvent",
@@ -92,9 +93,10 @@ class AtlasUser(msgspec.Struct, frozen=True, gc=False):
 
 class AtlasEvent(msgspec.Struct, frozen=True, gc=False):
     type: str
+    distributorUrl: str | None = None
+    resolvedUrl: str | None = None
     distributorId: str | None = None
-    storageProviderId: str | None = None
-    storageBagId: str | None = None
+    storageOperatorId: str | None = None
     dataObjectType: str | None = None
     initialResponseTime: float | None = None
     fullResponseTime: float | None = None
@@ -107,7 +109,23 @@ class _NativePayload(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 
 class _AtlasPayload(msgspec.Struct, gc=False):
-    events: Annotated[list[AtlasEvent], msgspec.Meta(max_length=models.MAX_EVENTS)]
+    events: list[AtlasEvent]  # uncapped, as Atlas sends it: the handler counts what is past the cap
+
+
+_Decoded = TypeVar("_Decoded")
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded(Generic[_Decoded]):
+    """The events of a body up to the per-request cap, and how many came past it."""
+
+    events: Sequence[_Decoded | EventError]
+    overflow: int
+
+    @classmethod
+    def capped(cls, events: list[_Decoded], max_events: int) -> Decoded[_Decoded]:
+        overflow = len(events) - max_events
+        return cls(events[:max_events], overflow) if overflow > 0 else cls(events, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,24 +140,31 @@ _native_decoder = msgspec.json.Decoder(_NativePayload)
 _atlas_decoder = msgspec.json.Decoder(_AtlasPayload)
 
 
-def decode_native(body: bytes) -> list[RequestEvent | SignalEvent | EventError]:
+def decode_native(body: bytes, max_events: int) -> Decoded[RequestEvent | SignalEvent]:
     """The events of a `POST /v1/events` body; Problem(400) if the envelope is wrong."""
     try:
-        return list(_native_decoder.decode(body).events)
+        return Decoded.capped(_native_decoder.decode(body).events, max_events)
     except (msgspec.ValidationError, msgspec.DecodeError):
         pass
     events = _envelope(body, closed=True)
-    return [_validated(raw, models.NativeEvent, _native_event) for raw in events]
+    return Decoded(
+        [_validated(raw, models.NativeEvent, _native_event) for raw in events[:max_events]],
+        max(0, len(events) - max_events),
+    )
 
 
-def decode_atlas(body: bytes) -> list[AtlasEvent | EventError]:
+def decode_atlas(body: bytes, max_events: int) -> Decoded[AtlasEvent]:
     """The events of a `POST /v1/atlas/events` body; Problem(400) if the envelope is wrong."""
     try:
-        return list(_atlas_decoder.decode(body).events)
+        return Decoded.capped(_atlas_decoder.decode(body).events, max_events)
     except (msgspec.ValidationError, msgspec.DecodeError):
         pass
     events = _envelope(body, closed=False)
-    return [_validated(raw, models.AtlasEvent, _atlas_event) for raw in events]
+    # Only the events within the cap are validated: the rest are counted, never looked at.
+    return Decoded(
+        [_validated(raw, models.AtlasEvent, _atlas_event) for raw in events[:max_events]],
+        max(0, len(events) - max_events),
+    )
 
 
 def _envelope(body: bytes, *, closed: bool) -> list[Any]:
@@ -205,9 +230,10 @@ def _atlas_event(event: models.AtlasEvent) -> AtlasEvent:
     user = event.user
     return AtlasEvent(
         type=event.type,
+        distributorUrl=event.distributorUrl,
+        resolvedUrl=event.resolvedUrl,
         distributorId=event.distributorId,
-        storageProviderId=event.storageProviderId,
-        storageBagId=event.storageBagId,
+        storageOperatorId=event.storageOperatorId,
         dataObjectType=event.dataObjectType,
         initialResponseTime=event.initialResponseTime,
         fullResponseTime=event.fullResponseTime,

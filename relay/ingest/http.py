@@ -19,7 +19,7 @@ from relay.aggregate.window import window_start
 from relay.ingest.atlas import scrub_atlas
 from relay.ingest.auth import Authenticator, AuthError, Credential
 from relay.ingest.body import read_body
-from relay.ingest.decode import decode_atlas, decode_native
+from relay.ingest.decode import Decoded, EventError, decode_atlas, decode_native
 from relay.ingest.limits import RateLimiter
 from relay.ingest.native import scrub_native
 from relay.ingest.problem import Problem, http_error_problem, problem_response
@@ -35,8 +35,8 @@ __all__ = ["create_app", "runner_options"]
 
 _Event = TypeVar("_Event")
 # An endpoint is a decoder and the scrub that takes what it decodes.
-Decode = Callable[[bytes], Sequence[_Event]]
-Scrub = Callable[[Sequence[_Event], RequestContext, Admission], ScrubResult]
+Decode = Callable[[bytes, int], Decoded[_Event]]
+Scrub = Callable[[Sequence[_Event | EventError], RequestContext, Admission], ScrubResult]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _RETRY_AFTER = {"Retry-After": "5"}
@@ -203,8 +203,11 @@ def create_app(relay: OperatorRelay) -> web.Application:
         ip = _client_ip(request, trusted)
         limits.check(ip, credential, None)
         body = await read_body(request, ingest.max_body_bytes, ingest.body_timeout_seconds)
-        events = decode(body)
-        if len(events) > ingest.max_events_per_request:
+        decoded = decode(body, ingest.max_events_per_request)
+        events, overflow = decoded.events, decoded.overflow
+        # Atlas neither caps its batches nor retries: its events past the cap are rejected and
+        # the rest kept (DESIGN §3.2). A native client is told to split its batch.
+        if overflow and endpoint == "native":
             raise Problem(
                 413,
                 "too-many-events",
@@ -218,6 +221,8 @@ def create_app(relay: OperatorRelay) -> web.Application:
             network_material=network_material(ip, request.headers.get("User-Agent")),
         )
         result = scrub(events, ctx, relay.admission)
+        if overflow:
+            result.reject_overflow(len(events), overflow)
         rejected = dict(result.rejected)
         if result.unsupported:
             rejected["unsupported_type"] = result.unsupported
@@ -241,7 +246,7 @@ def create_app(relay: OperatorRelay) -> web.Application:
                     "Relay cannot store events right now",
                     headers=_RETRY_AFTER,
                 ) from None
-        received[endpoint].inc(len(events))
+        received[endpoint].inc(len(events) + overflow)
         accepted[endpoint].inc(len(result.observations))
         for reason, count in result.rejected.items():
             metrics.rejected.labels(reason).inc(count)

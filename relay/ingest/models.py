@@ -47,7 +47,9 @@ Op = Literal["download", "upload", "probe"]
 Outcome = Literal[
     "ok", "timeout", "http_4xx", "http_5xx", "dns", "tls", "connection", "aborted", "other"
 ]
-Signal = Literal["blacklisted", "playback_slow", "playback_codec", "missing_operators"]
+Signal = Literal[
+    "blacklisted", "playback_slow", "playback_codec", "missing_operators", "upload_failed"
+]
 Asset = Literal["video", "image", "other"]
 
 # Events per request as the schema states it (the default); the handler enforces
@@ -156,18 +158,29 @@ class AtlasUser(BaseModel):
 
 
 class AtlasEvent(BaseModel):
-    """The fields of an Atlas `UserEventsLogger` event that relay reads.
+    """The fields of an Atlas `UserEventsLogger` event that relay reads (DESIGN §3.2).
 
-    Atlas sends more (dataObjectId, resolvedUrl, distributorUrl, userDevice, codec, ...): allowed
-    in the payload so Atlas needs no change, and ignored: never even copied into an object.
+    Atlas sends more (dataObjectId, title, videoId, channelId, storageBagId, codec, ...): allowed
+    in the payload so Atlas needs no change, and ignored: never even copied into an object. Of
+    the URLs only the host is kept (it names a distributor, public infrastructure).
     """
 
     model_config = ConfigDict(extra="ignore", title="AtlasEvent")
 
     type: str
-    distributorId: str | None = None
-    storageProviderId: str | None = None
-    storageBagId: str | None = None
+    distributorUrl: str | None = Field(
+        None, description="Origin of the asset URL; its host names the distributor."
+    )
+    resolvedUrl: str | None = Field(
+        None,
+        description="The asset URL; its host names the distributor when distributorUrl is absent.",
+    )
+    distributorId: str | None = Field(
+        None,
+        description="Atlas before 2023-06: the distributor's id, used when no URL is present; "
+        "on distributor-blacklisted, the storage bucket id that failed an upload.",
+    )
+    storageOperatorId: str | None = Field(None, description="Storage bucket id of an upload.")
     dataObjectType: str | None = None
     initialResponseTime: float | None = None
     fullResponseTime: float | None = None
@@ -176,8 +189,12 @@ class AtlasEvent(BaseModel):
 
 
 class AtlasPayload(BaseModel):
-    """`POST /v1/atlas/events` body, as Atlas sends it."""
+    """`POST /v1/atlas/events` body, as Atlas sends it.
+
+    Atlas does not cap its batches: events past `ingest.max_events_per_request` are rejected
+    (reason `too_many`) and the rest accepted, never the whole body refused.
+    """
 
     model_config = ConfigDict(extra="ignore", title="AtlasPayload")
 
-    events: list[AtlasEvent] = Field(max_length=MAX_EVENTS)
+    events: list[AtlasEvent]

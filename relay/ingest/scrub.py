@@ -39,6 +39,17 @@ class ScrubResult:
         self.rejected[reason] += 1
         self.errors.append({"index": index, "field": field_name, "reason": detail})
 
+    def reject_overflow(self, first_index: int, count: int) -> None:
+        """Events past the per-request cap: counted (`too_many`), one error entry for them all."""
+        self.rejected["too_many"] += count
+        self.errors.append(
+            {
+                "index": first_index,
+                "field": "events",
+                "reason": f"too_many: {count} events past the cap of {first_index} not counted",
+            }
+        )
+
 
 class Admission:
     """Assigns an event to a window, or says why it cannot have one."""
