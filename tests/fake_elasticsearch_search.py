@@ -99,9 +99,10 @@ def _aggregate(docs: list[dict[str, Any]], aggs: dict[str, Any]) -> dict[str, An
         if kind == "sum":
             values = [_field(d, body["field"]) for d in docs]
             result[name] = {"value": float(sum(v for v in values if v is not None))}
-        elif kind == "max":
+        elif kind in ("max", "min"):
             found = [v for d in docs if (v := _field(d, body["field"])) is not None]
-            result[name] = {"value": float(max(found)) if found else None}
+            pick = max if kind == "max" else min
+            result[name] = {"value": float(pick(found)) if found else None}
         elif kind == "terms":
             result[name] = _terms(docs, body, sub)
         elif kind == "histogram":

@@ -78,14 +78,22 @@ async def rows(page: Page) -> list[str]:
 
 async def test_page_shows_every_node_and_operator(page: tuple[Page, list[str]]) -> None:
     view, problems = page
-    # Worst first: d2 is down, then the two degraded nodes by error rate (d1 17 %, s1 0 %).
-    assert await rows(view) == ["distributor/d2", "distributor/d1", "storage/s1"]
+    # Worst first: d2 is down, then the degraded nodes by error rate (d1 17 %, s1 none known),
+    # then the two that cannot be judged on what their clients report.
+    assert await rows(view) == [
+        "distributor/d2",
+        "distributor/d1",
+        "storage/s1",
+        "distributor/mrbovo.distributor.cc",
+        "storage/7",
+    ]
     statuses = await view.locator("#nodes tbody .badge").all_text_contents()
-    assert statuses == ["✕Down", "!Degraded", "!Degraded"]  # a mark and a word, not colour alone
+    # a mark and a word, not colour alone
+    assert statuses == ["✕Down", "!Degraded", "!Degraded", *["?Not enough to judge"] * 2]
     d1 = await view.locator('#nodes tr[data-node="distributor/d1"] td').all_inner_texts()
     assert d1[2:4] == ["41", "17.1 %"]
     assert (await view.locator("#overview").inner_text()).split() == [
-        "1", "down", "2", "degraded", "0", "not", "enough", "data", "0", "healthy",
+        "1", "down", "2", "degraded", "2", "not", "enough", "to", "judge", "0", "healthy",
     ]  # fmt: skip
     operators = view.locator("#operators tbody tr")
     assert await operators.evaluate_all("rows => rows.map(r => r.dataset.origin)") == [
@@ -97,18 +105,78 @@ async def test_page_shows_every_node_and_operator(page: tuple[Page, list[str]]) 
     assert problems == []
 
 
+async def test_one_sided_nodes_show_what_was_reported(page: tuple[Page, list[str]]) -> None:
+    """Atlas's failure-only and success-only series in words, never as 0 % or 100 %."""
+    view, problems = page
+    uploads = await view.locator('#nodes tr[data-node="storage/7"] td').all_inner_texts()
+    assert uploads[2] == "12"
+    assert uploads[3] == (
+        "12 failed uploads from 3+ users; successful uploads are not reported by this client"
+    )
+    downloads = await view.locator(
+        '#nodes tr[data-node="distributor/mrbovo.distributor.cc"] td'
+    ).all_inner_texts()
+    assert downloads[3] == (
+        "12 downloads reported OK from 3+ users; failures are not reported by this client"
+    )
+    # s1's clients reported only successes too: its slowness shows, no share failed does.
+    s1 = await view.locator('#nodes tr[data-node="storage/s1"] td').all_inner_texts()
+    assert s1[3].startswith("12 downloads reported OK")  # native events default to download
+    table = await view.locator("#nodes tbody").inner_text()
+    assert "%" not in table.replace("17.1 %", "").replace("75.0 %", "")  # only d1's and d2's
+
+    # The network-wide cell is a signal about the network, not a row.
+    assert await view.locator("#network").is_visible()
+    assert await view.locator("#network-signals").inner_text() == (
+        "3 times an upload found no storage operator for its bag (reported by 3+ users)"
+    )
+    assert "_all" not in table
+
+    await view.get_by_role("button", name="7", exact=True).click()
+    await view.wait_for_selector("#error-chart svg rect.bar")
+    assert "7 (storage): not enough to judge" in await view.locator("#detail-heading").inner_text()
+    assert (await view.locator("#detail-coverage").inner_text()).startswith(
+        "Reported in this period: 12 failed uploads"
+    )
+    caption = await view.locator("#errors-caption").inner_text()
+    assert caption == "Failed uploads reported (the other side is not reported)"
+    # Two windows of 6 failed uploads: two bars of counts, no share.
+    titles = await view.locator("#error-chart svg rect.bar title").all_text_contents()
+    assert [t.split(": ", 1)[1] for t in titles] == ["6 failed", "6 failed"]
+    numbers = await view.locator("#error-chart details table").inner_text()
+    assert "%" not in numbers
+
+    await view.get_by_role("button", name="mrbovo.distributor.cc").click()
+    await view.wait_for_selector("#error-chart svg rect.bar-ok")
+    caption = await view.locator("#errors-caption").inner_text()
+    assert caption == "Downloads reported OK (the other side is not reported)"
+    assert "%" not in await view.locator("#error-chart").inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    await view.screenshot(path=str(ARTIFACTS / "dashboard-one-sided.png"), full_page=True)
+    assert problems == []
+
+
 async def test_sorting(page: tuple[Page, list[str]]) -> None:
     view, problems = page
     await view.get_by_role("button", name="Requests").click()
-    assert await rows(view) == ["distributor/d1", "distributor/d2", "storage/s1"]  # 41, 12, 12
+    # 41, then four with 12 each, by name
+    assert await rows(view) == [
+        "distributor/d1",
+        "distributor/d2",
+        "distributor/mrbovo.distributor.cc",
+        "storage/7",
+        "storage/s1",
+    ]
     header = view.locator("th", has=view.get_by_role("button", name="Requests"))
     assert await header.get_attribute("aria-sort") == "descending"
     await view.get_by_role("button", name="Failed").click()
-    assert await rows(view) == ["distributor/d2", "distributor/d1", "storage/s1"]  # 75 %, 17 %, 0 %
+    # 75 %, 17 %, then the nodes with no share failed known, by name
+    one_sided = ["distributor/mrbovo.distributor.cc", "storage/7", "storage/s1"]
+    assert await rows(view) == ["distributor/d2", "distributor/d1", *one_sided]
     await view.get_by_role("button", name="Failed").click()
-    assert await rows(view) == ["storage/s1", "distributor/d1", "distributor/d2"]
+    assert await rows(view) == [*one_sided, "distributor/d1", "distributor/d2"]
     await view.get_by_role("button", name="Node").click()
-    assert await rows(view) == ["distributor/d1", "distributor/d2", "storage/s1"]
+    assert await rows(view) == ["distributor/d1", "distributor/d2", *one_sided]
     assert problems == []
 
 

@@ -88,7 +88,13 @@ def by_node(answer: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 async def test_nodes_match_the_events(lead: Lead) -> None:
     nodes = by_node(await lead.get("/v1/nodes", **RANGE))
-    assert set(nodes) == {"distributor/d1", "distributor/d2", "storage/s1"}
+    assert set(nodes) == {
+        "distributor/d1",
+        "distributor/d2",
+        "distributor/mrbovo.distributor.cc",
+        "storage/7",
+        "storage/s1",
+    }
     for name, node in nodes.items():
         role, node_id = name.split("/")
         events = [e for e in EVENTS if (e.role, e.node) == (role, node_id)]
@@ -106,14 +112,73 @@ async def test_nodes_match_the_events(lead: Lead) -> None:
     assert d1["status"] == "degraded"  # 7/41 = 17 % failed
     assert nodes["distributor/d2"]["status"] == "down"  # 3 ok of 12
     assert nodes["distributor/d2"]["success_ratio"] == pytest.approx(3 / 12)
+    # s1's clients reported 12 ok requests and no failed one: no ratio, but slow ones.
     s1 = nodes["storage/s1"]
-    assert s1["status"] == "degraded" and s1["success_ratio"] == 1.0  # p90 ttfb ≈ 2.7 s > 2 s
+    assert s1["coverage"] == "successes_only" and s1["success_ratio"] is None
+    assert s1["status"] == "degraded"  # p90 ttfb ≈ 2.7 s > 2 s
     assert s1["reasons"] == ["slow to start: 1 in 10 requests waited over 2.7 s"]
+
+
+async def test_a_node_is_judged_only_on_what_its_clients_report(lead: Lead) -> None:
+    answer = await lead.get("/v1/nodes", **RANGE)
+    nodes = by_node(answer)
+    # (a) Atlas storage node: 12 failed uploads, no success reported: not "0 % ok", not down.
+    failing = nodes["storage/7"]
+    assert (failing["coverage"], failing["requests"], failing["outcomes"]["ok"]) == (
+        "failures_only",
+        12,
+        0,
+    )
+    assert failing["success_ratio"] is None and failing["error_rate"] is None
+    assert failing["status"] == "unknown"
+    assert failing["reasons"] == [
+        "12 failed requests reported and no successful one: its clients report failures only "
+        "(Atlas: uploads), so the share that failed is not known"
+    ]
+    assert nonzero(failing["ops"]) == {"upload": 12}
+    assert failing["signals"]["blacklisted"] == 6
+    assert failing["reporters_at_least"] == 3  # the fixture's k: every cell had 3+ clients
+    # (b) Atlas distributor: 12 ok downloads, no failure reported: not "100 %", not healthy.
+    serving = nodes["distributor/mrbovo.distributor.cc"]
+    assert (serving["coverage"], serving["requests"], serving["outcomes"]["ok"]) == (
+        "successes_only",
+        12,
+        12,
+    )
+    assert serving["success_ratio"] is None and serving["error_rate"] is None
+    assert serving["status"] == "unknown"
+    assert serving["reasons"] == [
+        "12 requests reported OK and no failed one: its clients report successes only "
+        "(Atlas: downloads), so the share that failed is not known"
+    ]
+    assert nonzero(serving["ops"]) == {"download": 12}
+    assert serving["signals"]["playback_codec"] == 3
+    # (c) a native client reporting both sides: the ratio and the verdict stand.
+    d1 = nodes["distributor/d1"]
+    assert d1["coverage"] == "both" and d1["success_ratio"] == pytest.approx(34 / 41)
+    assert d1["error_rate"] == pytest.approx(7 / 41) and d1["status"] == "degraded"
+    assert nodes["distributor/d2"]["coverage"] == "both"
+    # The network-wide storage cell is no node: it comes apart, as signals.
+    assert "storage/_all" not in nodes
+    network = answer["network"]
+    assert nonzero(network["signals"]) == {"missing_operators": 3}
+    assert (network["operators"], network["summaries"]) == ([ORIGIN_A], 1)
+    assert "status" not in network and "success_ratio" not in network
+    # The same rule per point of a series: each window of storage 7 holds failures only.
+    series = await lead.get("/v1/nodes/storage/7/series", **RANGE)
+    assert [(p["coverage"], p["requests"], p["success_ratio"]) for p in series["points"]] == [
+        ("failures_only", 6, None),
+        ("failures_only", 6, None),
+    ]
+    assert {p["status"] for p in series["points"]} == {"unknown"}
+    # A point that has both sides keeps its ratio: d1's first window, 31 ok of 35.
+    d1_points = (await lead.get("/v1/nodes/distributor/d1/series", **RANGE))["points"]
+    assert (d1_points[0]["coverage"], d1_points[0]["success_ratio"]) == ("both", 31 / 35)
 
 
 async def test_filters_and_the_default_range(lead: Lead) -> None:
     storage = await lead.get("/v1/nodes", role="storage", **RANGE)
-    assert [n["id"] for n in storage["nodes"]] == ["s1"]
+    assert [n["id"] for n in storage["nodes"]] == ["7", "s1"]
     na = by_node(await lead.get("/v1/nodes", region="NA", **RANGE))
     assert set(na) == {"distributor/d1", "storage/s1"}
     check_figures(
@@ -125,11 +190,13 @@ async def test_filters_and_the_default_range(lead: Lead) -> None:
             "/v1/nodes", **{"from": "2026-01-05T00:01:00Z", "to": "2026-01-05T00:02:00Z"}
         )
     )
-    check_figures(second["distributor/d1"], expected(e for e in EVENTS if e.window == 1))
+    check_figures(
+        second["distributor/d1"], expected(e for e in EVENTS if e.node == "d1" and e.window == 1)
+    )
     # Default: the 24 hours before now (the lead's clock is 10 minutes after T0).
     default = await lead.get("/v1/nodes")
     assert default["to_ms"] - default["from_ms"] == 24 * 3600 * 1000
-    assert len(default["nodes"]) == 3
+    assert len(default["nodes"]) == 5
 
 
 async def test_series_per_window_and_per_step(lead: Lead) -> None:
@@ -171,7 +238,7 @@ async def test_operators_batches_summaries_and_checkpoints(lead: Lead) -> None:
 
     batch = await lead.get(f"/v1/batches/{ORIGIN_A}/0")
     header = orjson.loads(batch["document"]["_source"]["signed"].split("\n", 1)[1])
-    assert batch["verified"] is True and header["n"] == 4
+    assert batch["verified"] is True and header["n"] == 6
 
     # The inclusion proof leads from the summary's signed leaf to the batch's signed root.
     summary = await lead.get(f"/v1/summaries/{ORIGIN_A}/0/2")

@@ -6,6 +6,12 @@ as two operators shipping to one Elasticsearch would. Every cell has at least k 
 so nothing is suppressed and every event is published: the expected numbers are plain sums over
 EVENTS, computed here without the relay.
 
+Besides native-client nodes that report both sides (d1, d2) it holds what an Atlas-only audience
+produces (DESIGN §3.2, as the Atlas adapter maps it): storage node "7" with failed uploads and
+their signals only, distributor "mrbovo.distributor.cc" with successful downloads and codec signals
+only, and the network-wide storage cell "_all" with `missing_operators`. s1 is a native storage
+node whose clients reported only successes, and slow ones.
+
 This module also holds the helpers the other lead tests share (`build_store`, `expected`,
 `ThreadedLead`), and checks the fixture itself.
 """
@@ -58,6 +64,7 @@ class Event:
     signal: str | None = None
     ttfb_ms: float | None = None
     duration_ms: float | None = None
+    op: str | None = None
 
     @property
     def region(self) -> str:
@@ -71,6 +78,8 @@ class Event:
         }
         if self.outcome:
             event["outcome"] = self.outcome
+        if self.op:
+            event["op"] = self.op
         if self.signal:
             event["signal"] = self.signal
         if self.ttfb_ms is not None:
@@ -99,6 +108,32 @@ def _requests(
 
 def _clients(prefix: str, n: int) -> list[str]:
     return [f"{prefix}{i}" for i in range(n)]
+
+
+def _signals(
+    origin: str, window: int, role: str, node: str, signal: str, clients: list[str]
+) -> list[Event]:
+    return [Event(origin, window, role, node, EU_IP, c, signal=signal) for c in clients]
+
+
+#: An Atlas storage node (bucket id 7): each failed upload attempt is a request, the
+#: blacklisting that follows is a signal; successful uploads are never reported.
+FAILING_UPLOADS = [
+    Event(ORIGIN_A, window, "storage", "7", EU_IP, client, outcome, op="upload")
+    for window in (0, 1)
+    for client in _clients("u", 3)
+    for outcome in ("http_5xx", "connection")
+]
+#: An Atlas distributor, named by its host: successful downloads only.
+OK_DOWNLOADS = _requests(
+    ORIGIN_B,
+    0,
+    "distributor",
+    "mrbovo.distributor.cc",
+    EU_IP,
+    _clients("c", 4),
+    [("ok", 50, 400), ("ok", 70, 500), ("ok", 90, 600)],
+)
 
 
 EVENTS: list[Event] = [
@@ -169,6 +204,17 @@ EVENTS: list[Event] = [
         _clients("x", 3),
         [("ok", 30, 300), ("ok", 35, 310), ("ok", 45, 330)],
     ),
+    # storage 7, EU, operator a, windows 0 and 1: 12 failed uploads, blacklisted 6 times
+    *FAILING_UPLOADS,
+    *_signals(ORIGIN_A, 0, "storage", "7", "blacklisted", _clients("u", 3)),
+    *_signals(ORIGIN_A, 1, "storage", "7", "blacklisted", _clients("u", 3)),
+    # mrbovo.distributor.cc, EU, operator b, window 0: 12 ok downloads, 3 codec errors
+    *OK_DOWNLOADS,
+    *_signals(
+        ORIGIN_B, 0, "distributor", "mrbovo.distributor.cc", "playback_codec", _clients("c", 3)
+    ),
+    # the network-wide storage cell, EU, operator a, window 0: 3 bags without operators
+    *_signals(ORIGIN_A, 0, "storage", "_all", "missing_operators", _clients("m", 3)),
 ]
 
 
@@ -257,7 +303,10 @@ def _percentile_ms(values: list[float], q: float) -> float | None:
 
 
 def expected(events: Iterable[Event]) -> dict[str, Any]:
-    """requests, outcomes, signals, success ratio and percentiles of a set of events."""
+    """requests, outcomes, signals, success ratio and percentiles of a set of events.
+
+    A success ratio only when both ok and failed requests are among them (relay/lead/health.py).
+    """
     events = list(events)
     requests = [e for e in events if e.outcome]
     outcomes: dict[str, int] = {}
@@ -273,7 +322,9 @@ def expected(events: Iterable[Event]) -> dict[str, Any]:
         "requests": len(requests),
         "outcomes": outcomes,
         "signals": signals,
-        "success_ratio": outcomes.get("ok", 0) / len(requests) if requests else None,
+        "success_ratio": outcomes.get("ok", 0) / len(requests)
+        if 0 < outcomes.get("ok", 0) < len(requests)
+        else None,
         "ttfb_ms": {
             q: _percentile_ms(ttfb, v) for q, v in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
         },

@@ -63,7 +63,7 @@ async def both(tmp_path: Path) -> AsyncIterator[tuple[LeadService, LeadService, 
     es = SearchingElasticsearch()
     await es.start()
     await ship_store(settings.data_dir / "store.sqlite", es, tmp_path)
-    assert len(es.documents()) == 4 + 6
+    assert len(es.documents()) == 4 + 10
     store = await lead_service(settings)
     source = ElasticsearchSource(es.url, api_key=None, index_prefix="relay-", ca_certs=None)
     elastic = await build_service(settings, source, lambda: NOW_MS)

@@ -7,8 +7,14 @@ from datetime import UTC, datetime
 import pytest
 
 from relay.config import LeadThresholds
-from relay.lead.health import percentiles_ms, status_of
-from relay.lead.tally import BatchSelection
+from relay.lead.health import (
+    OriginPrivacy,
+    coverage_of,
+    percentiles_ms,
+    reporters_at_least,
+    status_of,
+)
+from relay.lead.tally import BatchSelection, Tally
 from relay.lead.timerange import RangeError, TimeRange, parse_instant, parse_range, parse_step
 
 EPOCH_2026 = int(datetime(2026, 1, 5, tzinfo=UTC).timestamp() * 1000)
@@ -57,21 +63,54 @@ def test_ranges_and_steps() -> None:
 
 def test_status_thresholds() -> None:
     t = LeadThresholds()
-    assert status_of(9, 0.0, None, None, t) == (
+    assert status_of(9, "both", 0.5, None, None, t) == (
         "unknown",
         ["only 9 requests in this period: too few to judge"],
     )
-    assert status_of(10, 0.49, None, None, t) == ("down", ["51.0 % of requests failed"])
-    assert status_of(10, 0.5, None, None, t) == ("degraded", ["50.0 % of requests failed"])
-    assert status_of(100, 0.95, 2000.0, 9e6, t) == ("healthy", [])
-    assert status_of(100, 0.99, 2100.0, None, t)[0] == "degraded"
+    assert status_of(10, "both", 0.49, None, None, t) == ("down", ["51.0 % of requests failed"])
+    assert status_of(10, "both", 0.5, None, None, t) == ("degraded", ["50.0 % of requests failed"])
+    assert status_of(100, "both", 0.95, 2000.0, 9e6, t) == ("healthy", [])
+    assert status_of(100, "both", 0.99, 2100.0, None, t)[0] == "degraded"
     strict = LeadThresholds(degraded_duration_p90_ms=5000, degraded_ttfb_p90_ms=None)
-    assert status_of(100, 1.0, 9e6, 6000.0, strict) == (
+    assert status_of(100, "both", 0.99, 9e6, 6000.0, strict) == (
         "degraded",
         ["slow downloads: 1 in 10 took over 6.0 s"],
     )
     with pytest.raises(ValueError, match="down_success_ratio"):
         LeadThresholds(down_success_ratio=0.9, degraded_success_ratio=0.8)
+
+
+def test_one_sided_data_is_never_down_nor_healthy() -> None:
+    t = LeadThresholds()
+    assert [coverage_of(*counts) for counts in ((0, 0), (5, 0), (5, 5), (5, 3))] == [
+        "none",
+        "failures_only",
+        "successes_only",
+        "both",
+    ]
+    # Thousands of failures without a success: no share failed is known, so no verdict.
+    status, reasons = status_of(5000, "failures_only", None, None, None, t)
+    assert status == "unknown" and reasons[0].startswith("5000 failed requests reported")
+    # Successes alone: not healthy, but slow successes still make the node degraded.
+    status, reasons = status_of(5000, "successes_only", None, 300.0, None, t)
+    assert status == "unknown" and reasons[0].startswith("5000 requests reported OK")
+    assert status_of(5000, "successes_only", None, 2500.0, None, t) == (
+        "degraded",
+        ["slow to start: 1 in 10 requests waited over 2.5 s"],
+    )
+    # Too few requests still says so first.
+    assert status_of(3, "failures_only", None, None, None, t)[1] == [
+        "only 3 requests in this period: too few to judge"
+    ]
+
+
+def test_reporters_floor_is_the_smallest_k_and_none_with_dp() -> None:
+    tally = Tally(origins={"a": 2, "b": 1})
+    assert reporters_at_least(tally, {"a": OriginPrivacy(k=10), "b": OriginPrivacy(k=5)}) == 5
+    assert reporters_at_least(tally, {"a": OriginPrivacy(k=10)}) is None  # b's k unknown
+    dp = {"a": OriginPrivacy(k=10), "b": OriginPrivacy(scale=4)}
+    assert reporters_at_least(tally, dp) is None  # b's cells are not published by k
+    assert reporters_at_least(Tally(), {}) is None
 
 
 def test_percentiles_of_a_foreign_histogram_are_unknown() -> None:

@@ -9,7 +9,9 @@ Then run `relay lead --config <dir>/lead.yaml`.
 
 The traffic follows a script per node: one healthy, one that degrades in the last hour and a half,
 one with an outage three hours ago, one that is slow, a healthy storage node and one that went
-down 45 minutes ago.
+down 45 minutes ago. Two more are seen as Atlas reports them (README "What Atlas reports"): a
+distributor with successful downloads only and a storage bucket with failed uploads only; and
+some uploads find no storage operator (the network-wide cell `_all`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import yaml
@@ -56,6 +58,9 @@ class Behaviour:
     failure: Callable[[float], float]  # share of requests that fail
     ttfb_ms: Callable[[float], float]  # median time to first byte
     error: str = "timeout"
+    #: As Atlas reports a node: only its successful downloads, or only its failed uploads;
+    #: None for a client that reports both.
+    atlas: Literal["downloads", "uploads"] | None = None
 
 
 NODES: dict[tuple[str, str], Behaviour] = {
@@ -71,7 +76,14 @@ NODES: dict[tuple[str, str], Behaviour] = {
     ("storage", "store-2"): Behaviour(
         lambda ago: 0.9 if ago < 45 else 0.02, lambda ago: 300, "http_5xx"
     ),
+    ("distributor", "cdn.atlas.example"): Behaviour(
+        lambda ago: 0.05, lambda ago: 110, atlas="downloads"
+    ),
+    # Enough failures per minute that the cells pass k.
+    ("storage", "7"): Behaviour(lambda ago: 0.4, lambda ago: 250, "connection", atlas="uploads"),
 }
+#: Uploads per region and minute that find no storage operator for their bag.
+MISSING_OPERATORS = (5, 9)
 
 
 def _events(rng: secrets.SystemRandom, ago: float, region: str) -> list[dict[str, Any]]:
@@ -80,14 +92,21 @@ def _events(rng: secrets.SystemRandom, ago: float, region: str) -> list[dict[str
         for _ in range(rng.randint(20, 30)):
             client = f"{region}-{rng.randrange(USERS_PER_REGION)}"
             node_ref = {"role": role, "id": node}
-            if rng.random() < behaviour.failure(ago):
+            failed = rng.random() < behaviour.failure(ago)
+            # Atlas reports a download only when it succeeded, an upload only when it failed.
+            if (behaviour.atlas == "downloads" and failed) or (
+                behaviour.atlas == "uploads" and not failed
+            ):
+                continue
+            if failed:
                 outcome, ttfb = behaviour.error, None
             else:
                 outcome, ttfb = "ok", behaviour.ttfb_ms(ago) * rng.lognormvariate(0, 0.5)
+            upload = behaviour.atlas == "uploads" or (role == "storage" and rng.random() < 0.3)
             event: dict[str, Any] = {
                 "kind": "request",
                 "node": node_ref,
-                "op": "upload" if role == "storage" and rng.random() < 0.3 else "download",
+                "op": "upload" if upload else "download",
                 "outcome": outcome,
                 "client": client,
                 "asset": "video",
@@ -100,6 +119,12 @@ def _events(rng: secrets.SystemRandom, ago: float, region: str) -> list[dict[str
             if ttfb is not None and ttfb > 1500 and rng.random() < 0.3:
                 signal = {"kind": "signal", "node": node_ref, "signal": "playback_slow"}
                 events.append({**signal, "client": client})
+    network = {"role": "storage", "id": "_all"}
+    for _ in range(rng.randint(*MISSING_OPERATORS)):
+        client = f"{region}-{rng.randrange(USERS_PER_REGION)}"
+        events.append(
+            {"kind": "signal", "node": network, "signal": "missing_operators", "client": client}
+        )
     return events
 
 

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Hashable
 from pathlib import Path
 from typing import Any, Final
 
-from relay.lead.health import OUTCOMES, SIGNALS
+from relay.lead.health import OPS, OUTCOMES, SIGNALS, OriginPrivacy
 from relay.lead.source import BatchPage, Buckets, CellQuery, GroupKey, OriginActivity
 from relay.lead.tally import BatchSelection, Tally
 from relay.lead.timerange import TimeRange
@@ -71,6 +71,8 @@ def _cell_aggs() -> dict[str, Any]:
     }
     for name in OUTCOMES:
         aggs[f"outcomes_{name}"] = {"sum": {"field": f"outcomes.{name}"}}
+    for name in OPS:
+        aggs[f"ops_{name}"] = {"sum": {"field": f"ops.{name}"}}
     for name in SIGNALS:
         aggs[f"signals_{name}"] = {"sum": {"field": f"signals.{name}"}}
     for name in _HISTOGRAMS:
@@ -93,6 +95,7 @@ def _tally(bucket: dict[str, Any]) -> Tally:
     return Tally(
         requests=round(bucket["requests"]["value"] or 0),
         outcomes=counts("outcomes", OUTCOMES),
+        ops=counts("ops", OPS),
         signals=counts("signals", SIGNALS),
         ttfb_us={round(b["key"]): b["doc_count"] for b in bucket["ttfb_us"]["buckets"]},
         duration_us={round(b["key"]): b["doc_count"] for b in bucket["duration_us"]["buckets"]},
@@ -192,12 +195,11 @@ class ElasticsearchSource:
                 return tallies
             composite = {**composite, "after": cells["after_key"]}
 
-    async def dp_scales(self, time_range: TimeRange, selection: BatchSelection) -> dict[str, int]:
-        filters = [
-            _time_filter(time_range),
-            _selection_filter(selection),
-            {"term": {"privacy.mode": "dp"}},
-        ]
+    async def privacy(
+        self, time_range: TimeRange, selection: BatchSelection
+    ) -> dict[str, OriginPrivacy]:
+        # Only dp headers have a scale and only aggregate-mode headers a k.
+        filters = [_time_filter(time_range), _selection_filter(selection)]
         found = await self._search(
             self._batches,
             size=0,
@@ -205,15 +207,21 @@ class ElasticsearchSource:
             aggs={
                 "origins": {
                     "terms": {"field": "origin", "size": MAX_ORIGINS},
-                    "aggs": {"scale": {"max": {"field": "privacy.scale"}}},
+                    "aggs": {
+                        "k": {"min": {"field": "privacy.k"}},
+                        "scale": {"max": {"field": "privacy.scale"}},
+                    },
                 }
             },
         )
-        return {
-            b["key"]: round(b["scale"]["value"])
-            for b in _agg(found, "origins")["buckets"]
-            if b["scale"]["value"] is not None
-        }
+        found_privacy = {}
+        for b in _agg(found, "origins")["buckets"]:
+            k, scale = b["k"]["value"], b["scale"]["value"]
+            if k is not None or scale is not None:
+                found_privacy[b["key"]] = OriginPrivacy(
+                    None if k is None else round(k), None if scale is None else round(scale)
+                )
+        return found_privacy
 
     async def origins(self) -> dict[str, OriginActivity]:
         found = await self._search(

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from relay.attest.merkle import leaf_hash
 from relay.config import LeadThresholds
 from relay.ingest.problem import Problem
-from relay.lead.health import figures
+from relay.lead.health import OriginPrivacy, figures
 from relay.lead.source import Buckets, CellQuery, GroupKey, Source
 from relay.lead.tally import BatchSelection, Tally
 from relay.lead.timerange import MAX_POINTS, TimeRange
@@ -26,6 +26,18 @@ __all__ = ["LeadService"]
 #: Findings listed per operator; `findings_total` has the full count.
 MAX_FINDINGS = 50
 _EVERYTHING = BatchSelection((), include=False)
+#: The network-wide storage cell (DESIGN §3.2: Atlas's `missing-operators-for-bag`, no node of
+#: its own): /v1/nodes lists it apart, as `network`, with the figures that mean something for it.
+NETWORK_CELL = ("storage", "_all")
+_NETWORK_FIGURES = (
+    "signals",
+    "operators",
+    "summaries",
+    "last_window_end_ms",
+    "reporters_at_least",
+    "noise",
+    "unverified",
+)
 _UNVERIFIED_HINT = "it did not verify against the registry; add include_unverified=true to see it"
 
 
@@ -96,19 +108,19 @@ class LeadService:
 
     async def _tallies(
         self, query: CellQuery, include_unverified: bool, buckets: Buckets
-    ) -> tuple[dict[GroupKey, Tally], dict[GroupKey, Tally] | None, dict[str, int]]:
-        """Verified tallies, unverified ones (None unless asked for) and dp noise scales."""
+    ) -> tuple[dict[GroupKey, Tally], dict[GroupKey, Tally] | None, dict[str, OriginPrivacy]]:
+        """Verified tallies, unverified ones (None unless asked for) and each origin's privacy."""
         v = self.verification.current
         verified = await self.source.tallies(query, v.verified, buckets)
         if not include_unverified:
-            return verified, None, await self.source.dp_scales(query.time_range, v.verified)
+            return verified, None, await self.source.privacy(query.time_range, v.verified)
         unverified = await self.source.tallies(query, v.unverified, buckets)
-        return verified, unverified, await self.source.dp_scales(query.time_range, _EVERYTHING)
+        return verified, unverified, await self.source.privacy(query.time_range, _EVERYTHING)
 
-    def _figures(self, pair: Pair, scales: dict[str, int]) -> dict[str, Any]:
+    def _figures(self, pair: Pair, privacy: dict[str, OriginPrivacy]) -> dict[str, Any]:
         verified, unverified = pair
         tally = Tally.total([verified] if unverified is None else [verified, unverified])
-        result = figures(tally, self.thresholds, scales)
+        result = figures(tally, self.thresholds, privacy)
         result["unverified"] = (
             None
             if unverified is None or not unverified.summaries
@@ -135,20 +147,19 @@ class LeadService:
         include_unverified: bool,
     ) -> dict[str, Any]:
         query = CellQuery(time_range, role=role, region=region)
-        verified, unverified, scales = await self._tallies(query, include_unverified, "none")
+        verified, unverified, privacy = await self._tallies(query, include_unverified, "none")
         regions: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for (node_role, node_id, name), pair in _group(verified, unverified, _region).items():
-            row = {"region": name, **self._figures(pair, scales)}
+            row = {"region": name, **self._figures(pair, privacy)}
             regions.setdefault((node_role, node_id), []).append(row)
-        nodes = [
-            {
-                "role": node[0],
-                "id": node[1],
-                **self._figures(pair, scales),
-                "regions": regions[node],
-            }
-            for node, pair in _group(verified, unverified, _node).items()
-        ]
+        nodes = []
+        network = None
+        for node, pair in _group(verified, unverified, _node).items():
+            found = self._figures(pair, privacy)
+            if node == NETWORK_CELL:
+                network = {name: found[name] for name in _NETWORK_FIGURES}
+            else:
+                nodes.append({"role": node[0], "id": node[1], **found, "regions": regions[node]})
         return {
             "from_ms": time_range.from_ms,
             "to_ms": time_range.to_ms,
@@ -156,6 +167,7 @@ class LeadService:
             "thresholds": self.thresholds.model_dump(),
             "verification": self._verification_summary(self.verification.current),
             "nodes": nodes,
+            "network": network,
         }
 
     async def series(
@@ -170,11 +182,11 @@ class LeadService:
     ) -> dict[str, Any]:
         query = CellQuery(time_range, role=role, node_id=node_id, region=region)
         buckets: Buckets = "window" if step_ms is None else step_ms
-        verified, unverified, scales = await self._tallies(query, include_unverified, buckets)
+        verified, unverified, privacy = await self._tallies(query, include_unverified, buckets)
         points = []
         in_time = sorted(_group(verified, unverified, _bucket).items(), key=lambda item: item[0])
         for start, pair in in_time[:MAX_POINTS]:
-            point = self._figures(pair, scales)
+            point = self._figures(pair, privacy)
             end = point["last_window_end_ms"] if step_ms is None else start + step_ms
             points.append({"start_ms": start, "end_ms": end, **point})
         return {

@@ -11,6 +11,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from relay.lead.health import OriginPrivacy
 from relay.lead.tally import BatchSelection, Tally
 from relay.lead.timerange import TimeRange
 from relay.registry import Registry
@@ -84,8 +85,11 @@ class Source(Protocol):
         """Summaries of the selected batches, summed per node, region and time bucket."""
         ...
 
-    async def dp_scales(self, time_range: TimeRange, selection: BatchSelection) -> dict[str, int]:
-        """Per origin, the largest noise scale of its dp-mode batches in the range."""
+    async def privacy(
+        self, time_range: TimeRange, selection: BatchSelection
+    ) -> dict[str, OriginPrivacy]:
+        """Per origin, from its selected batch headers in the range: the smallest k of its
+        aggregate-mode batches and the largest noise scale of its dp-mode ones."""
         ...
 
     async def origins(self) -> dict[str, OriginActivity]: ...

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from relay.lead.health import OriginPrivacy
 from relay.lead.source import BatchPage, Buckets, CellQuery, GroupKey, OriginActivity
 from relay.lead.tally import BatchSelection, Tally
 from relay.lead.timerange import TimeRange
@@ -54,7 +55,7 @@ f AS MATERIALIZED (
     SELECT d.origin AS origin, json_extract(CAST(d.source AS TEXT),
         '$.node.role', '$.node.id', '$.region', '$.window_start_ms', '$.window_end_ms',
         '$.requests', '$.outcomes', '$.signals', '$.ttfb_us.values', '$.ttfb_us.counts',
-        '$.duration_us.values', '$.duration_us.counts') AS j
+        '$.duration_us.values', '$.duration_us.counts', '$.ops') AS j
     FROM sel CROSS JOIN documents d ON d.origin = sel.origin AND d.seq = sel.seq
     WHERE d.kind = 'summary'
 ),
@@ -66,7 +67,7 @@ g AS MATERIALIZED (
                json_extract(j, '$[6]') AS outcomes, json_extract(j, '$[7]') AS signals,
                json_extract(j, '$[8]') AS ttfb_values, json_extract(j, '$[9]') AS ttfb_counts,
                json_extract(j, '$[10]') AS duration_values,
-               json_extract(j, '$[11]') AS duration_counts
+               json_extract(j, '$[11]') AS duration_counts, json_extract(j, '$[12]') AS ops
         FROM f
     )
     WHERE (:role IS NULL OR role = :role) AND (:node IS NULL OR node = :node)
@@ -88,6 +89,10 @@ SELECT role, node, region, bucket, 'outcomes', o.key, SUM(o.value)
 FROM g, json_each(g.outcomes) o WHERE typeof(o.value) = 'integer'
 GROUP BY role, node, region, bucket, o.key
 UNION ALL
+SELECT role, node, region, bucket, 'ops', p.key, SUM(p.value)
+FROM g, json_each(g.ops) p WHERE typeof(p.value) = 'integer'
+GROUP BY role, node, region, bucket, p.key
+UNION ALL
 SELECT role, node, region, bucket, 'signals', s.key, SUM(s.value)
 FROM g, json_each(g.signals) s WHERE typeof(s.value) = 'integer'
 GROUP BY role, node, region, bucket, s.key
@@ -108,12 +113,13 @@ GROUP BY role, node, region, bucket, value
 """
 )
 
-_DP_SCALES = (
+# Only dp headers have a scale and only aggregate-mode headers a k.
+_PRIVACY = (
     "WITH"
     + _SELECTED_BATCHES
     + """
-SELECT origin, MAX(json_extract(src, '$.privacy.scale')) FROM sel
-WHERE json_extract(src, '$.privacy.mode') = 'dp' GROUP BY origin
+SELECT origin, MIN(json_extract(src, '$.privacy.k')), MAX(json_extract(src, '$.privacy.scale'))
+FROM sel GROUP BY origin
 """
 )
 
@@ -165,6 +171,11 @@ def _range_params(time_range: TimeRange, selection: BatchSelection) -> dict[str,
         "to_ms": time_range.to_ms,
         "ranges": orjson.dumps(selection.ranges).decode(),
     }
+
+
+def _whole(value: Any) -> int | None:
+    """A header's k or scale: a positive integer, else none (unverified data may hold anything)."""
+    return int(value) if isinstance(value, int) and value > 0 else None
 
 
 def _tallies_from_rows(rows: list[tuple[Any, ...]]) -> dict[GroupKey, Tally]:
@@ -229,10 +240,16 @@ class StoreSource:
             params["step"] = buckets
         return _tallies_from_rows(await self._run(sql, params))
 
-    async def dp_scales(self, time_range: TimeRange, selection: BatchSelection) -> dict[str, int]:
-        sql = _DP_SCALES.format(selected=_selected(selection))
+    async def privacy(
+        self, time_range: TimeRange, selection: BatchSelection
+    ) -> dict[str, OriginPrivacy]:
+        sql = _PRIVACY.format(selected=_selected(selection))
         rows = await self._run(sql, _range_params(time_range, selection))
-        return {origin: int(scale) for origin, scale in rows if scale is not None}
+        return {
+            origin: OriginPrivacy(_whole(k), _whole(scale))
+            for origin, k, scale in rows
+            if _whole(k) is not None or _whole(scale) is not None
+        }
 
     async def origins(self) -> dict[str, OriginActivity]:
         rows = await self._run(_ORIGINS, ())

@@ -27,6 +27,8 @@ def merge_counts(into: dict[K, int], other: Mapping[K, int]) -> None:
 class Tally:
     requests: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
+    #: Requests per operation (download, upload, probe), beside the outcomes (not crossed).
+    ops: dict[str, int] = field(default_factory=dict)
     signals: dict[str, int] = field(default_factory=dict)
     #: Histograms as representative value (µs) → count, merged over the group.
     ttfb_us: dict[int, int] = field(default_factory=dict)
@@ -42,6 +44,7 @@ class Tally:
     def add(self, other: Tally) -> None:
         self.requests += other.requests
         merge_counts(self.outcomes, other.outcomes)
+        merge_counts(self.ops, other.ops)
         merge_counts(self.signals, other.signals)
         merge_counts(self.ttfb_us, other.ttfb_us)
         merge_counts(self.duration_us, other.duration_us)

@@ -7,7 +7,7 @@
   const STATUS_TEXT = {
     down: "Down",
     degraded: "Degraded",
-    unknown: "Not enough data",
+    unknown: "Not enough to judge",
     healthy: "Healthy",
   };
   const STATUS_MARK = { down: "✕", degraded: "!", unknown: "?", healthy: "✓" };
@@ -16,6 +16,10 @@
     findings: "Problems found",
     unregistered: "Not registered",
     no_data: "No reports yet",
+  };
+  const OP_NOUN = { download: "download", upload: "upload", probe: "probe" };
+  const NETWORK_SIGNAL_TEXT = {
+    missing_operators: "an upload found no storage operator for its bag",
   };
   const TOKEN_KEY = "relay-lead-token";
   const REFRESH_MS = 60000;
@@ -28,6 +32,7 @@
 
   const state = {
     nodes: [],
+    network: null,
     thresholds: null,
     sort: { key: "status", descending: false },
     selected: null,
@@ -80,6 +85,35 @@
     if (ago < 5400e3) return `${text} (${Math.round(ago / 60e3)} min ago)`;
     if (ago < 129600e3) return `${text} (${Math.round(ago / 3600e3)} h ago)`;
     return `${text} (${Math.round(ago / 86400e3)} days ago)`;
+  }
+
+  // -- what the figures can say ----------------------------------------------------------------
+  // A node is judged only on what its clients report (`coverage`, README "What Atlas reports"):
+  // one-sided figures are said in words, never as a share of 0 % or 100 %.
+
+  function noun(figures, n) {
+    const ops = Object.entries(figures.ops || {}).filter(([, k]) => k > 0);
+    const word = ops.length === 1 ? OP_NOUN[ops[0][0]] || "request" : "request";
+    return n === 1 ? word : `${word}s`;
+  }
+
+  const fromUsers = (figures) => (figures.reporters_at_least ? ` from ${figures.reporters_at_least}+ users` : "");
+
+  function reported(figures) {
+    const ok = figures.outcomes.ok || 0;
+    const failed = figures.requests - ok;
+    switch (figures.coverage) {
+      case "failures_only":
+        return `${count(failed)} failed ${noun(figures, failed)}${fromUsers(figures)}; ` +
+          `successful ${noun(figures, 2)} are not reported by this client`;
+      case "successes_only":
+        return `${count(ok)} ${noun(figures, ok)} reported OK${fromUsers(figures)}; ` +
+          "failures are not reported by this client";
+      case "none":
+        return "no requests reported";
+      default:
+        return null;
+    }
   }
 
   // -- the API ---------------------------------------------------------------------------------
@@ -144,8 +178,10 @@
       ]);
       $("#token-section").hidden = true;
       state.nodes = nodes.nodes;
+      state.network = nodes.network;
       state.thresholds = nodes.thresholds;
       renderOverview();
+      renderNetwork();
       renderNodes();
       renderOperators(operators);
       renderLegend();
@@ -184,6 +220,15 @@
     }
   }
 
+  function renderNetwork() {
+    const network = state.network;
+    const seen = network ? Object.entries(network.signals).filter(([, n]) => n > 0) : [];
+    $("#network").hidden = seen.length === 0;
+    $("#network-signals").replaceChildren(...seen.map(([name, n]) => el("li", {},
+      `${count(n)} time${n === 1 ? "" : "s"} ${NETWORK_SIGNAL_TEXT[name] || name.replaceAll("_", " ")}`,
+      network.reporters_at_least ? ` (reported by ${network.reporters_at_least}+ users)` : "")));
+  }
+
   const SORTS = {
     status: (a, b) => SEVERITY[a.status] - SEVERITY[b.status] || (b.error_rate ?? -1) - (a.error_rate ?? -1),
     node: (a, b) => key(a).localeCompare(key(b)),
@@ -207,6 +252,12 @@
     return el("span", { className: "noise", title: "Differential privacy adds noise; 95 % of the time the true figure is within this margin" }, ` ± ${count(margin)}`);
   }
 
+  function failedCell(node) {
+    const words = reported(node);
+    if (words === null) return el("td", { className: "num" }, percent(node.error_rate));
+    return el("td", { className: "coverage" }, words);
+  }
+
   function renderNodes() {
     const { key: sortKey, descending } = state.sort;
     const rows = [...state.nodes].sort((a, b) => (descending ? -1 : 1) * SORTS[sortKey](a, b) || key(a).localeCompare(key(b)));
@@ -223,7 +274,7 @@
         el("td", {}, el("button", { type: "button", className: "link", onclick: () => showNode(node) }, node.id),
           el("span", { className: "role" }, node.role)),
         el("td", { className: "num" }, count(node.requests), noisy(node, "requests")),
-        el("td", { className: "num" }, percent(node.error_rate)),
+        failedCell(node),
         el("td", { className: "num" }, `${duration(node.ttfb_ms.p50)} / ${duration(node.ttfb_ms.p90)}`),
         el("td", { className: "num" }, duration(node.duration_ms.p50)),
         el("td", {}, node.regions.map((r) => r.region).join(", ")),
@@ -249,6 +300,9 @@
     $("#detail-heading").textContent = `${node.id} (${node.role}): ${STATUS_TEXT[node.status].toLowerCase()}`;
     const reasons = node.reasons.length ? node.reasons : ["nothing unusual in this period"];
     $("#detail-reasons").replaceChildren(...reasons.map((r) => el("li", {}, r)));
+    const words = reported(node);
+    $("#detail-coverage").hidden = words === null;
+    $("#detail-coverage").textContent = words ? `Reported in this period: ${words}.` : "";
     const range = state.range;
     const path = `/v1/nodes/${encodeURIComponent(node.role)}/${encodeURIComponent(node.id)}/series`;
     const series = await api(path, {
@@ -267,10 +321,42 @@
       ],
       format: duration,
     });
+    drawOutcomes(node, points, range);
+  }
+
+  // Both sides reported: the share that failed. One side only: how many were reported, per
+  // point, since no share can be drawn from them.
+  function drawOutcomes(node, points, range) {
+    const chart = $("#error-chart");
+    const caption = $("#errors-caption");
+    if (node.coverage === "failures_only" || node.coverage === "successes_only") {
+      const failures = node.coverage === "failures_only";
+      const value = (p) => (failures ? p.requests - (p.outcomes.ok || 0) : p.outcomes.ok || 0);
+      const what = failures ? `Failed ${noun(node, 2)} reported` : `${noun(node, 2)} reported OK`;
+      caption.textContent = `${what[0].toUpperCase()}${what.slice(1)} (the other side is not reported)`;
+      drawChart(chart, points, range, {
+        label: "errors-caption",
+        bars: {
+          name: failures ? "failed" : "reported OK",
+          value,
+          className: failures ? "bar" : "bar bar-ok",
+          title: (p, v) => `${count(v)} ${failures ? "failed" : "reported OK"}`,
+        },
+        format: count,
+        floor: 1,
+      });
+      return;
+    }
+    caption.textContent = "Share of requests that failed";
     const degradedAt = 1 - state.thresholds.degraded_success_ratio;
-    drawChart($("#error-chart"), points, range, {
+    drawChart(chart, points, range, {
       label: "errors-caption",
-      bars: { name: "failed", value: (p) => p.error_rate, className: "bar" },
+      bars: {
+        name: "failed",
+        value: (p) => p.error_rate,
+        className: "bar",
+        title: (p, v) => `${percent(v)} of ${count(p.requests)} failed`,
+      },
       threshold: { value: degradedAt, text: `degraded above ${percent(degradedAt)}` },
       format: percent,
       floor: Math.max(0.1, degradedAt * 1.5),
@@ -330,7 +416,7 @@
         const left = x(p.start_ms);
         const barW = Math.max(3, (x(p.end_ms) - left) * 0.8);
         const bar = svg("rect", { x: left, y: y(v), width: barW, height: Math.max(1, y(0) - y(v)), class: spec.bars.className });
-        bar.append(svg("title", {}, `${new Date(p.start_ms).toLocaleString()}: ${percent(v)} of ${count(p.requests)} failed`));
+        bar.append(svg("title", {}, `${new Date(p.start_ms).toLocaleString()}: ${spec.bars.title(p, v)}`));
         chart.append(bar);
       }
     }
@@ -400,10 +486,10 @@
     const slow = t.degraded_ttfb_p90_ms ? `, or the slowest 10 % of requests waited more than ${duration(t.degraded_ttfb_p90_ms)} for data` : "";
     const slowDownload = t.degraded_duration_p90_ms ? `, or the slowest 10 % of downloads took more than ${duration(t.degraded_duration_p90_ms)}` : "";
     const items = [
-      ["healthy", "Working normally."],
+      ["healthy", "Working normally; its clients report both successes and failures."],
       ["degraded", `More than ${percent(1 - t.degraded_success_ratio)} of requests failed${slow}${slowDownload}.`],
       ["down", `More than ${percent(1 - t.down_success_ratio)} of requests failed.`],
-      ["unknown", `Fewer than ${t.min_requests} requests in the period: too few to judge.`],
+      ["unknown", `Fewer than ${t.min_requests} requests in the period, or its clients report only one side: only failures, or only successes (and those were not slow). Such a node is described by what was reported, never as 0 % or 100 % failed.`],
     ];
     $("#legend").replaceChildren(...items.flatMap(([status, text]) => [el("dt", {}, statusBadge(status)), el("dd", {}, text)]));
   }
