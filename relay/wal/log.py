@@ -331,8 +331,11 @@ class WriteAheadLog:
 
     def _write_blocking(self, frames: bytes) -> None:
         assert self._file is not None
-        self._file.write(frames)
-        self._file.flush()
+        # Unbuffered: a failed write leaves nothing behind in a buffer for a later flush (or
+        # close) to write after the failure, or to fail on again.
+        view = memoryview(frames)
+        while view:
+            view = view[self._file.write(view) :]
         if self._fsync:
             os.fsync(self._file.fileno())
 
@@ -348,7 +351,7 @@ class WriteAheadLog:
             self._closed.append(self._current)
         path = self._dir / f"segment-{self._next_index:012d}.wal"
         self._next_index += 1
-        self._file = open(path, "ab")  # noqa: SIM115 - lives as long as the segment
+        self._file = open(path, "ab", buffering=0)  # noqa: SIM115 - lives as long as the segment
         self._current = _Segment(path)
         self._sync_dir()
 
