@@ -228,7 +228,7 @@ async def test_dp_retry_commits_the_noise_drawn_first(
     stores the batch the failed attempt drew."""
     clock = FakeClock()
     nodes = [{"role": "distributor", "id": f"d{n}"} for n in range(10)]
-    relay = relay_factory(clock, mode="dp", nodes=nodes)
+    relay = relay_factory(clock, mode="dp", nodes=nodes, geo="none")
     await relay.start()
     try:
         clock.advance(75)
