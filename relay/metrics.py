@@ -86,6 +86,12 @@ class RelayMetrics:
             registry=r,
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
+        self.seal_failures = Counter(
+            "relay_seal_failures",
+            "Seal attempts that failed (outbox, disk, key rotation); the windows stay in memory "
+            "and the WAL and the seal is retried.",
+            registry=r,
+        )
         self.open_windows = Gauge("relay_open_windows", "Windows not yet sealed.", registry=r)
         self.open_windows_bytes = Gauge(
             "relay_open_windows_bytes", "Estimated memory of open windows' state.", registry=r

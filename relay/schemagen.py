@@ -17,7 +17,7 @@ not drift apart (the rest of openapi.yaml is written by hand).
 `python -m relay.schemagen --check` writes nothing; it exits 1 and names every file that differs
 from what would be generated (`make test` runs it), 0 otherwise.
 
-The document models below describe the dicts built by relay.serve (`_build_batch`),
+The document models below describe the dicts built by relay.seal.batch (`seal_span`),
 relay.aggregate.cells (`Cell.summary`), relay.attest.batch (`sign_batch`) and relay.sinks.documents;
 tests/test_schemas.py validates real documents against them.
 """
@@ -415,6 +415,10 @@ class ReadinessChecks(_Model):
     outbox_below_high_water: bool = Field(description="Outbox under 90 % of outbox.max_bytes.")
     memory_below_high_water: bool = Field(
         description="Open windows under 90 % of window.max_memory_bytes."
+    )
+    sealing: bool = Field(
+        description="The last seal succeeded. False while seals fail (outbox, disk, key "
+        "rotation): events are kept in the WAL and retried, nothing is published meanwhile."
     )
     sink_authorized: bool = Field(
         description="Informational, not part of `ready`: false while the sink refuses the "

@@ -15,11 +15,12 @@ from relay.config import Settings
 from relay.ingest.http import create_app, runner_options
 from relay.ingest.scrub import Admission
 from relay.ingest.server import make_runner
-from relay.observation import Observation, ms_bucket, throughput_bucket
+from relay.observation import IngestRecord, Observation, ms_bucket, throughput_bucket
 from relay.privacy.contributor import WindowSalts
 from relay.serve import OperatorRelay
 from relay.sinks.documents import Document
 from relay.sinks.store import EmbeddedStore
+from relay.wal.log import WalUnavailableError
 
 # 2026-01-05T00:00:00Z: a window boundary for every window length used in the tests.
 T0_MS = 1_767_571_200_000
@@ -148,6 +149,24 @@ async def stop(running: RunningRelay) -> None:
     await running.server.close()
     if not running.relay.shutting_down:
         await running.relay.stop()
+
+
+async def break_wal(relay: OperatorRelay) -> None:
+    """Make the WAL fail for real: its next segment is on /dev/full, so the next group write
+    there fails with ENOSPC, and the WAL refuses from then on (as after any failed write).
+
+    Takes one rejected-only record in the current segment (a rotation skips an empty one).
+    """
+    window = relay.clock() - relay.clock() % relay.window_ms
+    probe = IngestRecord(window, "ZZ", [], {"invalid": 1})
+    await relay.commit(probe)
+    wal_dir = relay.settings.data_dir / "wal"
+    last = max(int(p.name[8:20]) for p in wal_dir.glob("segment-*.wal"))
+    (wal_dir / f"segment-{last + 1:012d}.wal").symlink_to("/dev/full")
+    await relay.wal.rotate()
+    with pytest.raises(WalUnavailableError):
+        await relay.commit(probe)
+    assert relay.wal.failed is not None and "No space left" in relay.wal.failed
 
 
 def request_event(

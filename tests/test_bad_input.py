@@ -28,7 +28,7 @@ from multidict import CIMultiDictProxy
 from relay.serve import OperatorRelay
 from relay.sinks.store import EmbeddedStore
 from tests import atlas_client
-from tests.conftest import T0_MS, RunningRelay, request_event, signal_event
+from tests.conftest import T0_MS, RunningRelay, break_wal, request_event, signal_event
 
 # Atlas events as the real client builds them (tests/atlas_client.py).
 ATLAS_SLOW = atlas_client.playback_is_slow(
@@ -428,17 +428,15 @@ async def test_wal_not_writable_is_503_and_not_ready(relay_server: RunningRelay)
     accepted_before = await metric_value(
         relay_server, "relay_events_accepted_total", 'endpoint="native"'
     )
-    relay.wal.failed = "test"
-    try:
-        with leaves_no_trace(relay):
-            answer = await send(relay_server, NATIVE, payload)
-        ready = await send(relay_server, "/readyz", method="GET", content_type=None)
-        live = await send(relay_server, "/healthz", method="GET", content_type=None)
-    finally:
-        relay.wal.failed = None
+    await break_wal(relay)  # a real write failure: ENOSPC
+    windows_before = [(s, relay.windows.window(s).accepted) for s in relay.windows.starts()]
+    with leaves_no_trace(relay):
+        answer = await send(relay_server, NATIVE, payload)
+    ready = await send(relay_server, "/readyz", method="GET", content_type=None)
+    live = await send(relay_server, "/healthz", method="GET", content_type=None)
     assert_problem(answer, 503, "wal-unavailable")
     assert_retry_after(answer)
-    assert b"test" not in answer.body  # the internal reason stays internal
+    assert b"No space" not in answer.body  # the internal reason stays internal
     assert ready.status == 503
     assert ready.json()["checks"]["wal_writable"] is False
     assert live.status == 200
@@ -447,7 +445,7 @@ async def test_wal_not_writable_is_503_and_not_ready(relay_server: RunningRelay)
         await metric_value(relay_server, "relay_events_accepted_total", 'endpoint="native"')
         == accepted_before
     )
-    assert len(relay.windows) == 0
+    assert [(s, relay.windows.window(s).accepted) for s in relay.windows.starts()] == windows_before
 
 
 # -- 202: partial acceptance, timestamps, sendBeacon, gzip -----------------------------------------

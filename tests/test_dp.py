@@ -429,7 +429,7 @@ async def test_dp_mode_publishes_the_fixed_cells_with_noisy_integers(
 ) -> None:
     running: RunningRelay = await start_relay(privacy=DP)
     relay = running.relay
-    header = relay.privacy_header()
+    header = relay.policy.header()
     events = [
         request_event("d1", client=f"c{i}", ttfb_ms=30 + i, duration_ms=900, bytes=10_000)
         for i in range(20)

@@ -128,6 +128,7 @@ def create_app(relay: OperatorRelay) -> web.Application:
     ingest = settings.ingest
     trusted = [ipaddress.ip_network(cidr, strict=False) for cidr in ingest.trusted_proxies]
     metrics = relay.metrics
+    backpressure = relay.backpressure
     limits = _Limits(relay)
     auth = ingest.auth
     authenticator = Authenticator(
@@ -169,24 +170,9 @@ def create_app(relay: OperatorRelay) -> web.Application:
     async def _ingest_inner(
         request: web.Request, endpoint: str, decode: Decode[_Event], scrub: Scrub[_Event]
     ) -> web.Response:
-        if relay.shutting_down:
-            raise Problem(503, "shutting-down", "Relay is shutting down", headers=_RETRY_AFTER)
-        if relay.outbox.size_bytes >= settings.outbox.max_bytes:
-            raise Problem(
-                503, "outbox-full", "Relay outbox is full; retry later", headers=_RETRY_AFTER
-            )
-        if relay.wal.failed is not None:
-            # Refuse before scrubbing: scrubbing would persist a window salt for nothing.
-            raise Problem(
-                503, "wal-unavailable", "Relay cannot store events right now", headers=_RETRY_AFTER
-            )
-        if relay.windows.estimated_bytes >= settings.window.max_memory_bytes:
-            raise Problem(
-                503,
-                "memory-budget",
-                "Relay is at its memory budget; retry later",
-                headers=_RETRY_AFTER,
-            )
+        refusal = backpressure.refusal()
+        if refusal is not None:
+            raise Problem(503, refusal.type, refusal.title, headers=_RETRY_AFTER)
         now_ms = relay.clock()
         try:
             credential = authenticator.authenticate(
@@ -281,15 +267,12 @@ def create_app(relay: OperatorRelay) -> web.Application:
         return web.json_response({"status": "ok"})
 
     async def readyz(request: web.Request) -> web.Response:
-        checks = relay.readiness()
-        ready = relay.is_ready(checks)
+        checks = backpressure.checks()
+        ready = backpressure.ready
         return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
 
     async def get_metrics(request: web.Request) -> web.Response:
-        metrics.wal_bytes.set(relay.wal.size_bytes)
-        metrics.open_windows_bytes.set(relay.windows.estimated_bytes)
-        metrics.open_windows.set(len(relay.windows))
-        metrics.update_outbox(relay.outbox)
+        backpressure.update_gauges()
         return web.Response(
             body=metrics.exposition(),
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},

@@ -165,4 +165,9 @@ class _Tx:
         self._db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        elif self._db.in_transaction:
+            # After some errors (SQLITE_FULL, SQLITE_IOERR) SQLite has rolled back already; a
+            # second ROLLBACK would raise and hide the error that says what went wrong.
+            self._db.execute("ROLLBACK")

@@ -55,6 +55,11 @@ class _Segment:
     max_window_ms: int = -1
     size: int = 0
 
+    @property
+    def aside(self) -> Path:
+        """Where a torn tail cut from this segment is kept, deleted with the segment."""
+        return self.path.with_suffix(".corrupt")
+
 
 _WINDOW = operator.itemgetter(0)  # an observation's window start
 
@@ -117,14 +122,16 @@ class WriteAheadLog:
     def replay(self) -> ReplayReport:
         """Apply every intact record of every segment in order; call once, before `start`.
 
-        A bad frame ends its segment: what follows a torn write cannot be trusted. The damaged
-        segment is kept (renamed) for inspection rather than deleted, and never re-read.
+        A bad frame ends its segment: what follows a torn write cannot be trusted. The bytes from
+        there on are moved aside (`segment-N.corrupt`, for inspection) and the segment is cut
+        back to its intact records, which stay in the log: should the relay crash again before
+        their windows are sealed, the next replay reads them again.
         """
         report = ReplayReport()
         for index, path in self._segment_paths():
             self._next_index = index + 1
-            segment = _Segment(path, size=path.stat().st_size)
             data = path.read_bytes()
+            segment = _Segment(path, size=len(data))
             good_end = 0
             try:
                 for end, payload in codec.iter_frames(data):
@@ -135,17 +142,28 @@ class WriteAheadLog:
                     good_end = end
             except codec.CorruptRecord as exc:
                 log.warning(
-                    "WAL segment %s: %s; %d bytes after it skipped",
+                    "WAL segment %s: %s; %d bytes after it moved aside",
                     path.name,
                     exc,
                     len(data) - good_end,
                 )
                 report.corrupt_segments.append(path.name)
-                kept = path.with_suffix(".corrupt")
-                path.rename(kept)
-                segment = _Segment(kept, segment.max_window_ms, segment.size)
+                self._cut(segment, data, good_end)
             self._closed.append(segment)
         return report
+
+    def _cut(self, segment: _Segment, data: bytes, good_end: int) -> None:
+        """Keep `data[good_end:]` aside and truncate the segment to `good_end`."""
+        with open(segment.aside, "wb") as f:
+            f.write(data[good_end:])
+            if self._fsync:
+                os.fsync(f.fileno())
+        with open(segment.path, "r+b") as f:
+            f.truncate(good_end)
+            if self._fsync:
+                os.fsync(f.fileno())
+        segment.size = good_end
+        self._sync_dir()
 
     def _segment_paths(self) -> list[tuple[int, Path]]:
         found = []
@@ -240,6 +258,7 @@ class WriteAheadLog:
         for segment in self._closed:
             if segment.max_window_ms < sealed_until_ms:
                 segment.path.unlink(missing_ok=True)
+                segment.aside.unlink(missing_ok=True)
                 gone += 1
             else:
                 keep.append(segment)
@@ -331,8 +350,11 @@ class WriteAheadLog:
 
     def _write_blocking(self, frames: bytes) -> None:
         assert self._file is not None
-        self._file.write(frames)
-        self._file.flush()
+        # Unbuffered: a failed write leaves nothing behind in a buffer for a later flush (or
+        # close) to write after the failure, or to fail on again.
+        view = memoryview(frames)
+        while view:
+            view = view[self._file.write(view) :]
         if self._fsync:
             os.fsync(self._file.fileno())
 
@@ -348,7 +370,7 @@ class WriteAheadLog:
             self._closed.append(self._current)
         path = self._dir / f"segment-{self._next_index:012d}.wal"
         self._next_index += 1
-        self._file = open(path, "ab")  # noqa: SIM115 - lives as long as the segment
+        self._file = open(path, "ab", buffering=0)  # noqa: SIM115 - lives as long as the segment
         self._current = _Segment(path)
         self._sync_dir()
 
