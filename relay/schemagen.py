@@ -305,8 +305,10 @@ class BatchDocument(_Model):
 
     index: str = Field(
         alias="_index",
-        pattern=r"^[a-z0-9][a-z0-9._-]*batches-[0-9]{4}\.[0-9]{2}$",
-        description="`<index_prefix>batches-YYYY.MM` by window start (UTC).",
+        pattern=r"^[a-z0-9][a-z0-9._-]*batches-([a-z0-9-]+-)?[0-9]{4}\.[0-9]{2}$",
+        description="`<index_prefix>batches-<origin slug>-YYYY.MM` by window start (UTC); the "
+        "slug is the origin lower-cased, every run of characters outside [a-z0-9] as one `-`. "
+        "Documents shipped before per-origin indices have `<index_prefix>batches-YYYY.MM`.",
     )
     id: str = Field(
         alias="_id",
@@ -321,8 +323,10 @@ class SummaryDocument(_Model):
 
     index: str = Field(
         alias="_index",
-        pattern=r"^[a-z0-9][a-z0-9._-]*summaries-[0-9]{4}\.[0-9]{2}$",
-        description="`<index_prefix>summaries-YYYY.MM` by window start (UTC).",
+        pattern=r"^[a-z0-9][a-z0-9._-]*summaries-([a-z0-9-]+-)?[0-9]{4}\.[0-9]{2}$",
+        description="`<index_prefix>summaries-<origin slug>-YYYY.MM` by window start (UTC); the "
+        "slug is the origin lower-cased, every run of characters outside [a-z0-9] as one `-`. "
+        "Documents shipped before per-origin indices have `<index_prefix>summaries-YYYY.MM`.",
     )
     id: str = Field(
         alias="_id",
@@ -415,6 +419,11 @@ class ReadinessChecks(_Model):
     sink_authorized: bool = Field(
         description="Informational, not part of `ready`: false while the sink refuses the "
         "operator's credentials (shipping paused, nothing dropped)."
+    )
+    sink_content_matches: bool = Field(
+        description="Informational, not part of `ready`: false while the sink holds another "
+        "document at one of the relay's document ids (shipping waits at that batch, nothing "
+        "dropped)."
     )
 
 

@@ -60,7 +60,8 @@ REJECTION_REASONS = ("invalid", "late", "too_old", "too_new")
 # pause lasts, `outbox_below_high_water` turns readiness false in time (DESIGN §2: ready =
 # accepting, WAL writable, outbox under its high-water mark). Taking a relay out of its load
 # balancer for a credential problem on the lead's side would lose events instead of keeping them.
-INFORMATIONAL_CHECKS = frozenset({"sink_authorized"})
+# The same holds for another document found at one of our ids (`sink_content_matches`).
+INFORMATIONAL_CHECKS = frozenset({"sink_authorized", "sink_content_matches"})
 
 
 def wall_clock_ms() -> int:
@@ -419,6 +420,7 @@ class OperatorRelay:
             < 0.9 * self.settings.window.max_memory_bytes,
             # Informational (see INFORMATIONAL_CHECKS): false while the sink refuses our key.
             "sink_authorized": not self.shipper.paused,
+            "sink_content_matches": not self.shipper.conflicted,
         }
 
     def is_ready(self, checks: dict[str, bool]) -> bool:

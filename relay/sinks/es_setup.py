@@ -8,10 +8,12 @@ Installs, idempotently:
   as `histogram` fields (Kibana draws percentiles from them), window bounds as `date`
   (epoch_millis), the attestation material kept in `_source` only. `dynamic: false` everywhere
   but `privacy` and `stats`: a field a newer relay adds is stored, never a reason to reject;
-- API keys: per operator `create_doc` + `auto_configure` on `<prefix>*` (write new documents,
-  let the monthly index be created from the template, never overwrite or read), and read-only
-  keys for dashboards. A key whose name exists (and is valid) is not created again: its secret
-  is shown only once, at creation.
+- API keys: per operator `create_doc` + `auto_configure` + `read` on that origin's own indices
+  only, `<prefix>batches-<slug>-????.??` and `<prefix>summaries-<slug>-????.??` (write new
+  documents, let the monthly index be created from the template, read back its own documents to
+  tell a 409 of its own re-ship from another document at its id; never overwrite, never touch
+  another origin's indices), and read-only keys on `<prefix>*` for dashboards. A key whose name
+  exists (and is valid) is not created again: its secret is shown only once, at creation.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pydantic import ValidationError
 from relay import __version__
 from relay.config import SinkConfig
 from relay.ingest.models import Asset, Op, Outcome, Signal
+from relay.sinks.documents import own_index_patterns
 from relay.sinks.elasticsearch import make_client
 
 __all__ = [
@@ -117,10 +120,21 @@ def batch_mappings() -> dict[str, Any]:
     }
 
 
-def operator_role(prefix: str) -> dict[str, Any]:
+def operator_role(prefix: str, origin: str) -> dict[str, Any]:
+    """Write, and read back, ``origin``'s own indices and no other's (DESIGN §7).
+
+    `read` is what lets the relay fetch the document behind a 409 and compare it with its own
+    (relay/sinks/elasticsearch.py); `create_doc` cannot overwrite, so an id taken by anyone else
+    stays visible as a conflict instead of being lost.
+    """
     return {
         "cluster": [],
-        "indices": [{"names": [f"{prefix}*"], "privileges": ["create_doc", "auto_configure"]}],
+        "indices": [
+            {
+                "names": own_index_patterns(prefix, origin),
+                "privileges": ["create_doc", "auto_configure", "read"],
+            }
+        ],
     }
 
 
@@ -189,9 +203,11 @@ async def run_setup(client: AsyncElasticsearch, plan: SetupPlan, emit: Emit) -> 
         await _api_key(
             client,
             f"{plan.index_prefix}operator:{origin}",
-            operator_role(plan.index_prefix),
+            operator_role(plan.index_prefix, origin),
             {"relay_role": "operator", "origin": origin},
-            f"operator key for {origin}: put it in the relay's sink.api_key (RELAY_SINK__API_KEY)",
+            f"operator key for {origin} (its own indices "
+            f"{', '.join(own_index_patterns(plan.index_prefix, origin))} only): put it in the "
+            "relay's sink.api_key (RELAY_SINK__API_KEY)",
             emit,
         )
     if plan.reader_name is not None:
@@ -264,7 +280,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="extend",
         default=[],
         metavar="ORIGIN",
-        help="create a write-only API key for each operator origin",
+        help="create an API key for each operator origin, limited to its own indices",
     )
     parser.add_argument(
         "--create-reader-key", metavar="NAME", help="create a read-only API key for dashboards"
