@@ -54,6 +54,7 @@ __all__ = [
     "SCHEMA_DIALECT",
     "SCHEMA_FILES",
     "BatchDocument",
+    "LeafContent",
     "SummaryDocument",
     "check",
     "generate",
@@ -182,12 +183,21 @@ class Attestation(_Model):
     proof: list[Hash64] = Field(description="Inclusion proof, RFC 9162 order, leaf to root.")
 
 
-class SummarySource(Summary):
-    """`_source` of a summary document: the summary fields plus its place in the chain."""
+class LeafContent(Summary):
+    """What a leaf signs (§5.2): the summary fields and the summary's place in the chain.
+
+    `relay verify` holds signed leaves to it (finding `invalid_leaf`): a signature proves who
+    published a value, not that the value is one relay could have produced.
+    """
 
     origin: Origin
     seq: Count
     i: Count = Field(description="Leaf index in the batch.")
+
+
+class SummarySource(LeafContent):
+    """`_source` of a summary document: the summary fields plus its place in the chain."""
+
     att: Attestation
 
 
