@@ -428,8 +428,9 @@ async def test_a_taken_id_keeps_the_batch_and_alerts_until_the_document_is_remov
     [batch0] = [d for d in fake_es.documents().values() if d.id == "test.relay/one|b|0"]
     assert batch0.index == "relay-batches-test-relay-one-" + batch0.index[-7:]
 
-    # Origin "test-relay-one" has the same slug, so its own key may write our indices. Its
-    # holder takes the id of our next batch before we ship it.
+    # A key for origin "test-relay-one", made while no key for ours existed (es-setup refuses
+    # a second origin of one slug), may write our indices: its holder takes the id of our next
+    # batch before we ship it.
     other = make_client(fake_es.url, api_key=await operator_key(fake_es, "test-relay-one"))
     taken_id = "test.relay/one|b|1"
     try:
@@ -541,3 +542,22 @@ async def test_an_operator_key_writes_and_reads_only_its_own_origins_indices(
                 await client.create(index=other, id="x", document=document)
     finally:
         await client.close()
+
+
+async def test_es_setup_refuses_operator_keys_for_origins_sharing_a_slug(
+    fake_es: FakeElasticsearch,
+) -> None:
+    # Two origins of one slug would share indices: each key could write the other's.
+    code, out = await es_setup(
+        fake_es, "--create-operator-key", "relay.example.org/eu-1", "relay-example-org-eu-1"
+    )
+    assert code == 2
+    assert "share the index slug 'relay-example-org-eu-1'" in out
+    assert fake_es.api_keys == [] and fake_es.templates == {}  # nothing was changed
+
+    code, out = await es_setup(fake_es, "--create-operator-key", "relay.example.org/eu-1")
+    assert code == 0, out
+    code, out = await es_setup(fake_es, "--create-operator-key", "Relay.Example.org/EU-1")
+    assert code == 2 and "share the index slug" in out
+    code, out = await es_setup(fake_es, "--create-operator-key", "relay.example.org/eu-1")
+    assert code == 0 and "exists" in out  # the same origin again is no conflict

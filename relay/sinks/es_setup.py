@@ -13,7 +13,10 @@ Installs, idempotently:
   documents, let the monthly index be created from the template, read back its own documents to
   tell a 409 of its own re-ship from another document at its id; never overwrite, never touch
   another origin's indices), and read-only keys on `<prefix>*` for dashboards. A key whose name
-  exists (and is valid) is not created again: its secret is shown only once, at creation.
+  exists (and is valid) is not created again: its secret is shown only once, at creation. Two
+  origins with the same slug would share indices, so their keys could write each other's: an
+  operator key for an origin whose slug a live operator key (or another origin asked for)
+  already has is refused, before anything is installed.
 """
 
 from __future__ import annotations
@@ -35,10 +38,11 @@ from pydantic import ValidationError
 from relay import __version__
 from relay.config import SinkConfig
 from relay.ingest.models import Asset, Op, Outcome, Signal
-from relay.sinks.documents import own_index_patterns
+from relay.sinks.documents import origin_slug, own_index_patterns
 from relay.sinks.elasticsearch import make_client
 
 __all__ = [
+    "SetupError",
     "SetupPlan",
     "add_arguments",
     "batch_mappings",
@@ -145,6 +149,10 @@ def reader_role(prefix: str) -> dict[str, Any]:
     }
 
 
+class SetupError(Exception):
+    """A setup relay refuses to make; nothing was changed."""
+
+
 @dataclass(frozen=True)
 class SetupPlan:
     index_prefix: str = "relay-"
@@ -187,6 +195,8 @@ class SetupPlan:
 async def run_setup(client: AsyncElasticsearch, plan: SetupPlan, emit: Emit) -> None:
     info = await client.info()
     emit(f"Elasticsearch {info['version']['number']} (cluster {info['cluster_name']})")
+    if plan.operator_origins:
+        await _check_slugs(client, plan)
 
     existed = await _exists(client.ilm.get_lifecycle(name=plan.policy))
     await client.ilm.put_lifecycle(name=plan.policy, policy=plan.lifecycle())
@@ -220,6 +230,25 @@ async def run_setup(client: AsyncElasticsearch, plan: SetupPlan, emit: Emit) -> 
             "(lead.source.api_key)",
             emit,
         )
+
+
+async def _check_slugs(client: AsyncElasticsearch, plan: SetupPlan) -> None:
+    """SetupError if two origins (of live operator keys, or asked for) share an index slug."""
+    found = await client.security.get_api_key(name=f"{plan.index_prefix}operator:*")
+    now_ms = time.time() * 1000
+    live = [
+        key.get("metadata", {}).get("origin") for key in found["api_keys"] if _usable(key, now_ms)
+    ]
+    by_slug: dict[str, str] = {}
+    for origin in [o for o in live if isinstance(o, str)] + list(plan.operator_origins):
+        slug = origin_slug(origin)
+        other = by_slug.setdefault(slug, origin)
+        if other != origin:
+            raise SetupError(
+                f"origins {other!r} and {origin!r} share the index slug {slug!r}, so their keys "
+                "could write each other's indices; give one of them another origin (nothing "
+                "was changed)"
+            )
 
 
 async def _exists(call: Awaitable[object]) -> bool:
@@ -322,7 +351,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(run())
-    except (ApiError, TransportError) as exc:
+    except (ApiError, TransportError, SetupError) as exc:
         print(f"relay es-setup: {exc}", file=sys.stderr)
         return 2
     return 0
