@@ -137,7 +137,7 @@ class Shipper:
             log.error(
                 "batch %d cannot be shipped to %s: %s. Someone who can write there took those "
                 "ids first; nothing is dropped, shipping waits at this batch (retrying, backoff up "
-                "to %.0f s). Compare the documents with `relay export` and remove the others.",
+                "to %.0f s) until those documents are removed from the sink.",
                 seq,
                 self._sink.name,
                 exc,
