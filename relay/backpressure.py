@@ -29,7 +29,8 @@ HIGH_WATER = 0.9
 # pause lasts, `outbox_below_high_water` turns readiness false in time (DESIGN §2: ready =
 # accepting, WAL writable, outbox under its high-water mark). Taking a relay out of its load
 # balancer for a credential problem on the lead's side would lose events instead of keeping them.
-INFORMATIONAL_CHECKS = frozenset({"sink_authorized"})
+# The same holds for another document found at one of our ids (`sink_content_matches`).
+INFORMATIONAL_CHECKS = frozenset({"sink_authorized", "sink_content_matches"})
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class Backpressure:
             "sealing": not self._sealer.failing,
             # Informational (see INFORMATIONAL_CHECKS): false while the sink refuses our key.
             "sink_authorized": not self._shipper.paused,
+            "sink_content_matches": not self._shipper.conflicted,
         }
 
     @property

@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from relay.ingest.models import NodeRef
 from relay.privacy.ledger import plan_budget
+from relay.sinks.documents import MAX_INDEX_NAME, index_name
 
 __all__ = ["ConfigError", "Settings", "load_settings"]
 
@@ -321,6 +322,21 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The YAML file arrives as init kwargs; the environment must win over it.
         return (env_settings, init_settings)
+
+    @field_validator("sink")
+    @classmethod
+    def _index_names_fit(cls, sink: SinkConfig, info: ValidationInfo) -> SinkConfig:
+        # Indices are named after the origin (DESIGN §7); Elasticsearch refuses a name over
+        # 255 bytes, which would dead-letter every document.
+        origin = info.data.get("origin")  # absent when origin itself is invalid
+        if sink.type == "elasticsearch" and isinstance(origin, str):
+            longest = index_name(sink.index_prefix, "summaries", origin, 0)
+            if len(longest.encode()) > MAX_INDEX_NAME:
+                raise ValueError(
+                    f"index names such as {longest!r} would exceed Elasticsearch's "
+                    f"{MAX_INDEX_NAME} bytes: shorten origin or sink.index_prefix"
+                )
+        return sink
 
     @field_validator("privacy")
     @classmethod

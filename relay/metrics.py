@@ -64,20 +64,27 @@ class RelayMetrics:
         self.ship_latency = Histogram("relay_ship_seconds", "Time to ship one batch.", registry=r)
         self.sink_documents = Counter(
             "relay_sink_documents",
-            "Documents settled by a sink: created, exists (409, stored before), dead_letter (400).",
+            "Documents settled by a sink: created, exists (409, our own document found there), "
+            "dead_letter (400).",
             ["sink", "result"],
             registry=r,
         )
         self.sink_retries = Counter(
             "relay_sink_retries",
             "Documents set aside for a later attempt, by reason (throttled, server_error, "
-            "timeout, connection, unauthorized, other).",
+            "timeout, connection, unauthorized, conflict, other).",
             ["sink", "reason"],
             registry=r,
         )
         self.sink_paused = Gauge(
             "relay_sink_paused",
             "1 while the sink refuses the relay's credentials (401/403): shipping is paused.",
+            registry=r,
+        )
+        self.sink_conflict = Gauge(
+            "relay_sink_conflict",
+            "1 while the sink holds another document at one of our ids (taken before we shipped "
+            "it): the batch stays in the outbox and shipping waits for a person.",
             registry=r,
         )
         self.seal_duration = Histogram(

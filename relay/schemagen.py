@@ -54,6 +54,7 @@ __all__ = [
     "SCHEMA_DIALECT",
     "SCHEMA_FILES",
     "BatchDocument",
+    "LeafContent",
     "SummaryDocument",
     "check",
     "generate",
@@ -182,12 +183,21 @@ class Attestation(_Model):
     proof: list[Hash64] = Field(description="Inclusion proof, RFC 9162 order, leaf to root.")
 
 
-class SummarySource(Summary):
-    """`_source` of a summary document: the summary fields plus its place in the chain."""
+class LeafContent(Summary):
+    """What a leaf signs (§5.2): the summary fields and the summary's place in the chain.
+
+    `relay verify` holds signed leaves to it (finding `invalid_leaf`): a signature proves who
+    published a value, not that the value is one relay could have produced.
+    """
 
     origin: Origin
     seq: Count
     i: Count = Field(description="Leaf index in the batch.")
+
+
+class SummarySource(LeafContent):
+    """`_source` of a summary document: the summary fields plus its place in the chain."""
+
     att: Attestation
 
 
@@ -309,8 +319,10 @@ class BatchDocument(_Model):
 
     index: str = Field(
         alias="_index",
-        pattern=r"^[a-z0-9][a-z0-9._-]*batches-[0-9]{4}\.[0-9]{2}$",
-        description="`<index_prefix>batches-YYYY.MM` by window start (UTC).",
+        pattern=r"^[a-z0-9][a-z0-9._-]*batches-([a-z0-9-]+-)?[0-9]{4}\.[0-9]{2}$",
+        description="`<index_prefix>batches-<origin slug>-YYYY.MM` by window start (UTC); the "
+        "slug is the origin lower-cased, every run of characters outside [a-z0-9] as one `-`. "
+        "Documents shipped before per-origin indices have `<index_prefix>batches-YYYY.MM`.",
     )
     id: str = Field(
         alias="_id",
@@ -325,8 +337,10 @@ class SummaryDocument(_Model):
 
     index: str = Field(
         alias="_index",
-        pattern=r"^[a-z0-9][a-z0-9._-]*summaries-[0-9]{4}\.[0-9]{2}$",
-        description="`<index_prefix>summaries-YYYY.MM` by window start (UTC).",
+        pattern=r"^[a-z0-9][a-z0-9._-]*summaries-([a-z0-9-]+-)?[0-9]{4}\.[0-9]{2}$",
+        description="`<index_prefix>summaries-<origin slug>-YYYY.MM` by window start (UTC); the "
+        "slug is the origin lower-cased, every run of characters outside [a-z0-9] as one `-`. "
+        "Documents shipped before per-origin indices have `<index_prefix>summaries-YYYY.MM`.",
     )
     id: str = Field(
         alias="_id",
@@ -423,6 +437,11 @@ class ReadinessChecks(_Model):
     sink_authorized: bool = Field(
         description="Informational, not part of `ready`: false while the sink refuses the "
         "operator's credentials (shipping paused, nothing dropped)."
+    )
+    sink_content_matches: bool = Field(
+        description="Informational, not part of `ready`: false while the sink holds another "
+        "document at one of the relay's document ids (shipping waits at that batch, nothing "
+        "dropped)."
     )
 
 

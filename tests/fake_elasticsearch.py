@@ -9,8 +9,18 @@ against it unchanged:
 - `_bulk`: NDJSON parsing, `create` items answered one by one (201, or 409
   version_conflict_engine_exception for an existing `_id`), `histogram` fields checked against
   an installed template as ES does (values ascending, as many counts as values, counts ≥ 0);
+- `_mget` (`docs` with `_index` and `_id`: found with `_source`, not found, or
+  index_not_found_exception per item, as ES answers), `PUT /<index>/_create/<id>` (as `_bulk`
+  create), `GET` and `DELETE /<index>/_doc/<id>`: what another writer (or the lead removing its
+  document) does, so tests can take one of relay's ids first;
 - `_search` (match_all, size), `_refresh`, `DELETE /<index pattern>`;
-- `_index_template`, `_ilm/policy`, `_security/api_key`: stored and recorded;
+- `_index_template`, `_ilm/policy`, `_security/api_key` (create, get, invalidate by name): stored
+  and recorded; a request made
+  with one of the API keys created here is held to the key's index privileges for writing
+  documents (`_bulk`, `_create`) and reading them back (`_mget`), with ES's wildcards in index
+  names (`*` any string, `?` one character) and ES's answers (a 403 security_exception per bulk
+  or mget item, or for the whole request when the key has no such privilege at all); any other
+  credential is a superuser, as `elastic` is;
 - injectable faults (`Faults`): a whole-request status for every call (503, 401, 403), partial
   429s inside a 200 bulk answer, a delay after applying a bulk (longer than the client's timeout:
   the write is done, the answer is lost, as with a real timeout), and 400
@@ -82,6 +92,7 @@ class FakeElasticsearch:
         self.templates: dict[str, dict[str, Any]] = {}
         self.policies: dict[str, dict[str, Any]] = {}
         self.api_keys: list[dict[str, Any]] = []
+        self._secrets: dict[str, str] = {}  # API key id -> secret
         self._item_counter = itertools.count(1)
         self._closing = asyncio.Event()
         self._server: TestServer | None = None
@@ -98,6 +109,9 @@ class FakeElasticsearch:
             ("/_refresh", self._refresh),
             ("/{index}/_refresh", self._refresh),
             ("/{index}/_search", self._search),
+            ("/_mget", self._mget),
+            ("/{index}/_create/{id}", self._create_one),
+            ("/{index}/_doc/{id}", self._doc),
             ("/_index_template/{name}", self._index_template),
             ("/_ilm/policy/{name}", self._ilm_policy),
             ("/_security/api_key", self._api_key),
@@ -214,7 +228,11 @@ class FakeElasticsearch:
             if action != "create":
                 return 400, _error(400, "illegal_argument_exception", f"fake: no {action}")
             index = meta.get("_index") or request.match_info["index"]
-            status, extra = self._create(index, meta["_id"], json.loads(source_line))
+            if self._allowed(request, _WRITE, index):
+                status, extra = self._create(index, meta["_id"], json.loads(source_line))
+            else:
+                error = _unauthorized("indices:data/write/bulk[s]", index)
+                status, extra = 403, {"error": error}
             answered.append((meta["_id"], status))
             self.item_statuses[status] += 1
             items.append({action: {"_index": index, "_id": meta["_id"], "status": status, **extra}})
@@ -268,6 +286,84 @@ class FakeElasticsearch:
                 if values != sorted(values) or any(c < 0 for c in counts):
                     return f"failed to parse field [{name}] of type [histogram]"
         return None
+
+    async def _create_one(self, request: web.Request) -> tuple[int, Any]:
+        if request.method not in ("PUT", "POST"):
+            return 405, _error(405, "illegal_argument_exception", "fake: PUT or POST only")
+        index, doc_id = request.match_info["index"], request.match_info["id"]
+        if not self._allowed(request, _WRITE, index):
+            return 403, _unauthorized_answer("indices:data/write/index", index)
+        status, extra = self._create(index, doc_id, await request.json())
+        return status, {"_index": index, "_id": doc_id, **extra}
+
+    async def _doc(self, request: web.Request) -> tuple[int, Any]:
+        index, doc_id = request.match_info["index"], request.match_info["id"]
+        source = self.indices.get(index, {}).get(doc_id)
+        if request.method == "DELETE":
+            if source is None:
+                return 404, {"_index": index, "_id": doc_id, "result": "not_found"}
+            del self.indices[index][doc_id]
+            return 200, {"_index": index, "_id": doc_id, "result": "deleted"}
+        if request.method != "GET":
+            return 405, _error(405, "illegal_argument_exception", "fake: GET or DELETE only")
+        found = self._found(index, doc_id)
+        return (200 if found["found"] else 404), found
+
+    async def _mget(self, request: web.Request) -> tuple[int, Any]:
+        body = await self._record(request)
+        if request.method not in ("GET", "POST") or not isinstance(body, dict):
+            return 400, _error(400, "action_request_validation_exception", "fake: no docs")
+        grants = self._grants(request)
+        if grants is not None and not any(_READ & set(g["privileges"]) for g in grants):
+            return 403, _unauthorized_answer("indices:data/read/mget", "")
+        answers = []
+        for item in body.get("docs", []):
+            index, doc_id = item["_index"], item["_id"]
+            if not self._allowed(request, _READ, index):
+                error = _unauthorized("indices:data/read/mget[shard]", index)
+                answers.append({"_index": index, "_id": doc_id, "error": error})
+            elif index not in self.indices:
+                reason = "no such index [" + index + "]"
+                error = {"type": "index_not_found_exception", "reason": reason, "index": index}
+                answers.append({"_index": index, "_id": doc_id, "error": error})
+            else:
+                answers.append(self._found(index, doc_id))
+        return 200, {"docs": answers}
+
+    def _found(self, index: str, doc_id: str) -> dict[str, Any]:
+        source = self.indices.get(index, {}).get(doc_id)
+        if source is None:
+            return {"_index": index, "_id": doc_id, "found": False}
+        return {
+            "_index": index,
+            "_id": doc_id,
+            "_version": 1,
+            "_seq_no": 0,
+            "_primary_term": 1,
+            "found": True,
+            "_source": source,
+        }
+
+    def _grants(self, request: web.Request) -> list[dict[str, Any]] | None:
+        """The index grants of the API key a request carries; None for any other credential."""
+        scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+        if scheme != "ApiKey":
+            return None
+        key_id, _, secret = base64.b64decode(encoded).decode().partition(":")
+        if self._secrets.get(key_id) != secret:
+            return None
+        [key] = [k for k in self.api_keys if k["id"] == key_id]
+        if key["invalidated"]:  # ES answers 401; here it may do nothing at all
+            return []
+        return [g for role in key["role_descriptors"].values() for g in role.get("indices", [])]
+
+    def _allowed(self, request: web.Request, privileges: frozenset[str], index: str) -> bool:
+        grants = self._grants(request)
+        return grants is None or any(
+            privileges & set(grant["privileges"])
+            and any(_index_pattern(name).fullmatch(index) for name in grant["names"])
+            for grant in grants
+        )
 
     async def _refresh(self, request: web.Request) -> tuple[int, Any]:
         return 200, {"_shards": {"total": 1, "successful": 1, "failed": 0}}
@@ -333,6 +429,12 @@ class FakeElasticsearch:
             pattern = request.query.get("name", "*")
             keys = [k for k in self.api_keys if fnmatch.fnmatchcase(k["name"], pattern)]
             return 200, {"api_keys": keys}
+        if request.method == "DELETE":  # invalidate, by name
+            found = [k for k in self.api_keys if k["name"] == body["name"]]
+            for key in found:
+                key["invalidated"] = True
+            ids = [k["id"] for k in found]
+            return 200, {"invalidated_api_keys": ids, "previously_invalidated_api_keys": []}
         key_id, secret = secrets.token_hex(10), secrets.token_urlsafe(16)
         self.api_keys.append(
             {
@@ -344,8 +446,27 @@ class FakeElasticsearch:
                 "role_descriptors": body.get("role_descriptors", {}),
             }
         )
+        self._secrets[key_id] = secret
         encoded = base64.b64encode(f"{key_id}:{secret}".encode()).decode()
         return 200, {"id": key_id, "name": body["name"], "api_key": secret, "encoded": encoded}
 
 
 _RECORDED_HEADERS = {"authorization", "accept", "content-type"}
+# The index privileges that grant each kind of request, as ES names them.
+_WRITE = frozenset({"create_doc", "create", "index", "write", "all"})
+_READ = frozenset({"read", "all"})
+
+
+def _index_pattern(name: str) -> re.Pattern[str]:
+    """An index name of a role as ES reads it: `*` any string, `?` any one character."""
+    wildcards = {"*": ".*", "?": "."}
+    return re.compile("".join(wildcards.get(ch) or re.escape(ch) for ch in name))
+
+
+def _unauthorized(action: str, index: str) -> dict[str, Any]:
+    reason = f"action [{action}] is unauthorized for API key on indices [{index}]"
+    return {"type": "security_exception", "reason": reason}
+
+
+def _unauthorized_answer(action: str, index: str) -> dict[str, Any]:
+    return _error(403, "security_exception", _unauthorized(action, index)["reason"])

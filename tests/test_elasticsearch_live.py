@@ -1,9 +1,14 @@
 """The Elasticsearch sink against a live cluster: set RELAY_TEST_ES_URL (and RELAY_TEST_ES_API_KEY
-if it needs one; the credential must be allowed to manage index templates, ILM policies and
-indices). Without it the test is skipped; `tests/test_elasticsearch_sink.py` runs the same scenario
-against the fake.
+if it needs one; the credential must be allowed to manage index templates, ILM policies, indices
+and API keys). Without it the test is skipped; `tests/test_elasticsearch_sink.py` runs the same
+scenario against the fake.
 
-Everything lives under a random index prefix and is deleted afterwards.
+With a credential, the relay ships with the operator key `relay es-setup` creates for its origin:
+it must write and read back its own per-origin indices, and be refused another origin's, even
+one whose slug starts with its own. An id of the relay taken by another document must keep the
+batch until that document is removed.
+
+Everything lives under a random index prefix and is deleted afterwards (the key invalidated).
 """
 
 from __future__ import annotations
@@ -16,11 +21,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from elasticsearch import AsyncElasticsearch
+from elasticsearch import AsyncElasticsearch, AuthorizationException
 
 from relay.attest.batch import ZERO_HASH
 from relay.serve import OperatorRelay
-from relay.sinks.documents import Document
+from relay.sinks.documents import Document, index_name
 from relay.sinks.elasticsearch import make_client
 from relay.sinks.es_setup import SetupPlan, run_setup
 from tests.conftest import RunningRelay, request_event, signal_event
@@ -99,14 +104,29 @@ async def read_back(client: AsyncElasticsearch, prefix: str) -> dict[str, Docume
 async def live_scenario(
     start_relay: StartRelay, make_settings: Callable[..., Any], url: str, api_key: str | None
 ) -> None:
-    """Set up, ship three windows, restart, ship one more, read everything back, clean up."""
+    """Set up, ship three windows, restart, ship one more (its id taken first, then freed),
+    read everything back, clean up."""
     prefix = f"relaytest-{secrets.token_hex(4)}-"
     client = make_client(url, api_key=api_key)
-    plan = SetupPlan(index_prefix=prefix, retention_days=1)
-    sink = {"type": "elasticsearch", "url": url, "api_key": api_key, "index_prefix": prefix}
+    origin = make_settings().origin
+    # Without a credential the cluster has no security, hence no API keys to scope.
+    origins = (origin,) if api_key is not None else ()
+    plan = SetupPlan(index_prefix=prefix, retention_days=1, operator_origins=origins)
     committed: dict[str, Document] = {}
     try:
-        await run_setup(client, plan, lambda line: None)
+        lines: list[str] = []
+        await run_setup(client, plan, lines.append)
+        operator_key = api_key
+        if origins:
+            [shown] = [n for n, line in enumerate(lines) if "shown only this once" in line]
+            operator_key = lines[shown + 1].strip()
+            await assert_scoped(url, operator_key, prefix)
+        sink = {
+            "type": "elasticsearch",
+            "url": url,
+            "api_key": operator_key,
+            "index_prefix": prefix,
+        }
         first: RunningRelay = await start_relay(sink=sink)
         record_commits(first.relay, committed)
         accepted = 0
@@ -116,10 +136,18 @@ async def live_scenario(
             assert await first.relay.shipper.ship_pending()
         await first.relay.stop()
 
+        # Another document at the id of the next batch: kept out until it is removed.
+        last = committed[f"{origin}|b|2"]
+        taken = index_name(prefix, "batches", origin, last.source["window_end_ms"])
+        forged = {**last.source, "seq": 3}
+        await client.create(index=taken, id=f"{origin}|b|3", document=forged)
         second: RunningRelay = await start_relay(make_settings(sink=sink))
         record_commits(second.relay, committed)
         accepted += await post_window(second, "after-restart")
         assert await second.seal_after(60) == 1
+        assert not await second.relay.shipper.ship_pending()
+        assert second.relay.shipper.conflicted
+        await client.delete(index=taken, id=f"{origin}|b|3")
         assert await second.relay.shipper.ship_pending()
 
         stored = await read_back(client, prefix)
@@ -136,6 +164,25 @@ async def live_scenario(
         for name in plan.templates():
             await client.options(ignore_status=404).indices.delete_index_template(name=name)
         await client.options(ignore_status=404).ilm.delete_lifecycle(name=plan.policy)
+        for origin in origins:
+            name = f"{prefix}operator:{origin}"
+            await client.options(ignore_status=404).security.invalidate_api_key(name=name)
+        await client.close()
+
+
+async def assert_scoped(url: str, operator_key: str, prefix: str) -> None:
+    """The operator key of origin `test.relay/one` writes its own indices, no one else's."""
+    client = make_client(url, api_key=operator_key)
+    document = {"origin": "test.relay/one", "seq": 0}
+    try:
+        for other in (
+            f"{prefix}batches-test-relay-other-2026.01",
+            f"{prefix}batches-test-relay-one-x-2026.01",  # origin test.relay/one/x
+            f"{prefix}batches-2026.01",  # the shared index before per-origin indices
+        ):
+            with pytest.raises(AuthorizationException):
+                await client.create(index=other, id="scope-check", document=document)
+    finally:
         await client.close()
 
 

@@ -17,10 +17,11 @@ from typing import Any
 
 import orjson
 import pytest
+from elasticsearch import AuthorizationException
 
 from relay.config import Settings
 from relay.metrics import RelayMetrics
-from relay.sinks.base import SinkError
+from relay.sinks.base import SinkConflictError, SinkError, SinkUnauthorizedError
 from relay.sinks.dead_letter import DeadLetterFile
 from relay.sinks.documents import Document
 from relay.sinks.elasticsearch import ElasticsearchSink, make_client
@@ -288,6 +289,9 @@ def test_elasticsearch_sink_settings() -> None:
         Settings(
             sink={"type": ES, "url": "http://es", "retry_base_seconds": 5, "retry_max_seconds": 1}
         )
+    # Indices are named after the origin: one that makes them too long for ES is refused.
+    with pytest.raises(ValueError, match="exceed Elasticsearch's 255 bytes"):
+        Settings(origin="o" * 240, sink={"type": ES, "url": "http://es:9200"})
 
 
 # -- relay es-setup ------------------------------------------------------------------------------
@@ -361,10 +365,16 @@ async def test_es_setup_installs_templates_retention_and_scoped_keys(
         [role] = descriptors.values()
         assert role["cluster"] == []
         [grant] = role["indices"]
-        assert grant["names"] == ["relay-*"]
         if name.startswith("relay-operator:"):
-            assert grant["privileges"] == ["create_doc", "auto_configure"]
+            # Only the origin's own indices, written and read back, never another origin's.
+            slug = "relay-example-org-" + name[-4:]
+            assert grant["names"] == [
+                f"relay-batches-{slug}-????.??",
+                f"relay-summaries-{slug}-????.??",
+            ]
+            assert grant["privileges"] == ["create_doc", "auto_configure", "read"]
         else:
+            assert grant["names"] == ["relay-*"]
             assert grant["privileges"] == ["read", "view_index_metadata"]
     assert out.count("created (id") == 3
     for key in fake_es.api_keys:
@@ -383,3 +393,171 @@ async def test_es_setup_reports_an_unreachable_cluster(fake_es: FakeElasticsearc
     code, out = await es_setup(fake_es)
     assert code == 2
     assert "relay es-setup:" in out and "401" in out
+
+
+# -- ids taken by someone else (DESIGN §7: a 409 is success only if the stored document is ours) --
+
+
+async def operator_key(fake: FakeElasticsearch, origin: str) -> str:
+    """The encoded API key `relay es-setup --create-operator-key ORIGIN` creates and shows."""
+    lines: list[str] = []
+    client = make_client(fake.url)
+    try:
+        await run_setup(client, SetupPlan(operator_origins=(origin,)), lines.append)
+    finally:
+        await client.close()
+    [shown] = [n for n, line in enumerate(lines) if "shown only this once" in line]
+    return lines[shown + 1].strip()
+
+
+def forged_batch(ours: dict[str, Any], seq: int) -> dict[str, Any]:
+    """A batch document for ``seq`` that is not the relay's: another window's signed content."""
+    return {**ours, "seq": seq, "stats": {**ours["stats"], "accepted": 999_999}}
+
+
+async def test_a_taken_id_keeps_the_batch_and_alerts_until_the_document_is_removed(
+    start_relay: StartRelay, fake_es: FakeElasticsearch, caplog: pytest.LogCaptureFixture
+) -> None:
+    await install_templates(fake_es)
+    running: RunningRelay = await start_relay(sink=es_sink(fake_es))
+    committed: dict[str, Document] = {}
+    record_commits(running.relay, committed)
+    windows = Windows(running)
+    await windows.next("w0")
+    await ship_until_empty(running)
+    [batch0] = [d for d in fake_es.documents().values() if d.id == "test.relay/one|b|0"]
+    assert batch0.index == "relay-batches-test-relay-one-" + batch0.index[-7:]
+
+    # A key for origin "test-relay-one", made while no key for ours existed (es-setup refuses
+    # a second origin of one slug), may write our indices: its holder takes the id of our next
+    # batch before we ship it.
+    other = make_client(fake_es.url, api_key=await operator_key(fake_es, "test-relay-one"))
+    taken_id = "test.relay/one|b|1"
+    try:
+        await other.create(index=batch0.index, id=taken_id, document=forged_batch(batch0.source, 1))
+    finally:
+        await other.close()
+    forged = fake_es.indices[batch0.index][taken_id]
+
+    await windows.next("w1")
+    await windows.next("w2")
+    for _ in range(3):
+        assert not await running.relay.shipper.ship_pending()
+    assert running.relay.outbox.depth()[0] == 2  # kept, and seq 2 waits behind it
+    assert fake_es.indices[batch0.index][taken_id] == forged  # create-only: never overwritten
+    assert "relay_sink_conflict 1.0" in await metrics_text(running)
+    assert metric(running, "relay_sink_retries_total", sink=ES, reason="conflict") >= 3
+    assert metric(running, "relay_ship_attempts_total", sink=ES, outcome="conflict") >= 3
+    status, body = await readyz(running)
+    assert status == 200 and body["ready"] is True  # informational, like sink_authorized
+    assert body["checks"]["sink_content_matches"] is False
+    assert caplog.text.count("cannot be shipped to elasticsearch") == 1  # once, not per retry
+    assert taken_id in caplog.text
+
+    # The lead removes the other document: the batch ships, and the rest after it.
+    lead = make_client(fake_es.url)
+    try:
+        await lead.delete(index=batch0.index, id=taken_id)
+    finally:
+        await lead.close()
+    await ship_until_empty(running)
+    assert "relay_sink_conflict 0.0" in await metrics_text(running)
+    assert (await readyz(running))[1]["checks"]["sink_content_matches"] is True
+    await running.relay.stop()
+    assert_stored_exactly(committed, fake_es.documents())
+    batches = [d.source for d in fake_es.documents().values() if "att" not in d.source]
+    assert sum(b["stats"]["accepted"] for b in batches) == windows.accepted
+
+
+async def test_a_resent_batch_found_stored_counts_as_shipped(
+    tmp_path: Path, fake_es: FakeElasticsearch
+) -> None:
+    metrics = RelayMetrics()
+    dead = DeadLetterFile(tmp_path / "dead-letter.ndjson")
+    documents = [
+        Document("relay-batches-o-2026.01", "o|b|0", {"origin": "o", "seq": 0, "flag": True}),
+        Document("relay-summaries-o-2026.01", "o|s|0|0", {"origin": "o", "seq": 0, "i": 0}),
+    ]
+    # One sink per attempt: a new one knows nothing settled, as after a restart.
+    sinks = [ElasticsearchSink(make_client(fake_es.url), dead, metrics) for _ in range(3)]
+    try:
+        await sinks[0].ship(documents)
+        await sinks[1].ship(documents)
+        assert fake_es.bulk_requests[-1] == [("o|b|0", 409), ("o|s|0|0", 409)]
+        [mget] = fake_es.recorded("POST", "/_mget")
+        assert [d["_id"] for d in mget.body["docs"]] == ["o|b|0", "o|s|0|0"]
+        # Equal as JSON, not as Python: `1` where ours has `true` is another document.
+        fake_es.indices["relay-batches-o-2026.01"]["o|b|0"]["flag"] = 1
+        with pytest.raises(SinkConflictError, match=r"1 of our document ids .*o\|b\|0"):
+            await sinks[2].ship(documents)
+    finally:
+        for sink in sinks:
+            await sink.close()
+    exists = {"sink": ES, "result": "exists"}
+    assert metrics.registry.get_sample_value("relay_sink_documents_total", exists) == 3
+
+
+async def test_a_key_that_cannot_read_back_pauses_shipping_on_a_409(
+    tmp_path: Path, fake_es: FakeElasticsearch
+) -> None:
+    # An operator key made before keys could read back their own documents: create_doc only.
+    admin = make_client(fake_es.url)
+    try:
+        role = {"cluster": [], "indices": [{"names": ["relay-*"], "privileges": ["create_doc"]}]}
+        created = await admin.security.create_api_key(name="old", role_descriptors={"r": role})
+    finally:
+        await admin.close()
+    documents = [Document("relay-batches-o-2026.01", "o|b|0", {"origin": "o", "seq": 0})]
+    dead = DeadLetterFile(tmp_path / "dead-letter.ndjson")
+    sinks = [
+        ElasticsearchSink(make_client(fake_es.url, api_key=created["encoded"]), dead, metrics)
+        for metrics in (RelayMetrics(), RelayMetrics())
+    ]
+    try:
+        await sinks[0].ship(documents)  # created: no read needed
+        with pytest.raises(SinkUnauthorizedError, match="reading back documents"):
+            await sinks[1].ship(documents)  # after a restart: 409, and the key cannot look
+    finally:
+        for sink in sinks:
+            await sink.close()
+
+
+async def test_an_operator_key_writes_and_reads_only_its_own_origins_indices(
+    fake_es: FakeElasticsearch,
+) -> None:
+    client = make_client(fake_es.url, api_key=await operator_key(fake_es, "relay.example.org/eu-1"))
+    document = {"origin": "relay.example.org/eu-1", "seq": 0}
+    own = "relay-summaries-relay-example-org-eu-1-2026.01"
+    try:
+        await client.create(index=own, id="x", document=document)
+        found = await client.mget(docs=[{"_index": own, "_id": "x"}])
+        assert found["docs"][0]["_source"] == document
+        for other in (
+            "relay-summaries-relay-example-org-us-1-2026.01",  # another origin
+            "relay-summaries-relay-example-org-eu-1-b-2026.01",  # origin relay.example.org/eu-1/b
+            "relay-summaries-2026.01",  # the shared index of relay before per-origin indices
+            "relay-other",
+        ):
+            with pytest.raises(AuthorizationException):
+                await client.create(index=other, id="x", document=document)
+    finally:
+        await client.close()
+
+
+async def test_es_setup_refuses_operator_keys_for_origins_sharing_a_slug(
+    fake_es: FakeElasticsearch,
+) -> None:
+    # Two origins of one slug would share indices: each key could write the other's.
+    code, out = await es_setup(
+        fake_es, "--create-operator-key", "relay.example.org/eu-1", "relay-example-org-eu-1"
+    )
+    assert code == 2
+    assert "share the index slug 'relay-example-org-eu-1'" in out
+    assert fake_es.api_keys == [] and fake_es.templates == {}  # nothing was changed
+
+    code, out = await es_setup(fake_es, "--create-operator-key", "relay.example.org/eu-1")
+    assert code == 0, out
+    code, out = await es_setup(fake_es, "--create-operator-key", "Relay.Example.org/EU-1")
+    assert code == 2 and "share the index slug" in out
+    code, out = await es_setup(fake_es, "--create-operator-key", "relay.example.org/eu-1")
+    assert code == 0 and "exists" in out  # the same origin again is no conflict

@@ -23,6 +23,7 @@ from relay.lead.timerange import TimeRange
 from relay.metrics import RelayMetrics
 from relay.registry import OperatorEntry, Registry, RegistryKey
 from relay.sinks.dead_letter import DeadLetterFile
+from relay.sinks.documents import origin_slug
 from relay.sinks.elasticsearch import ElasticsearchSink, make_client
 from relay.sinks.es_setup import SetupPlan, run_setup
 from relay.sinks.store import EmbeddedStore
@@ -119,6 +120,33 @@ async def test_identical_when_a_batch_does_not_verify(
         by_store = await answers(store, include_unverified=include)
         assert await answers(elastic, include_unverified=include) == by_store
     assert by_store[0]["nodes"][0]["unverified"] == {"summaries": 1, "requests": 900}
+
+
+async def test_documents_under_the_index_names_before_per_origin_indices_are_read(
+    both: tuple[LeadService, LeadService, Any],
+) -> None:
+    store, elastic, (_, es) = both
+    # Origin A's documents as a relay shipped them before indices were per origin:
+    # relay-batches-YYYY.MM and relay-summaries-YYYY.MM, shared by every origin.
+    slug = f"-{origin_slug(ORIGIN_A)}-"
+    moved = [index for index in es.indices if slug in index]
+    assert moved
+    for index in moved:
+        es.indices.setdefault(index.replace(slug, "-"), {}).update(es.indices.pop(index))
+    await elastic.verification.refresh(force=True)
+    assert (
+        elastic.verification.current.report.verified == store.verification.current.report.verified
+    )
+    assert {origin for origin, _ in elastic.verification.current.report.verified} == {
+        ORIGIN_A,
+        ORIGIN_B,
+    }
+    by_elastic = await answers(elastic, include_unverified=False)
+    # The batch and summary answers name the index the document was read from.
+    renamed = {index.replace(slug, "-"): index for index in moved}
+    for answer in by_elastic[8:10]:
+        answer["document"]["_index"] = renamed[answer["document"]["_index"]]
+    assert by_elastic == await answers(store, include_unverified=False)
 
 
 async def test_an_empty_cluster(tmp_path: Path) -> None:

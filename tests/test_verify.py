@@ -21,8 +21,14 @@ import pytest
 from relay.attest.canonical import canonical_json
 from relay.attest.keys import OperatorKey
 from relay.cli import main
+from relay.config import Settings
+from relay.ingest.problem import Problem
+from relay.lead.server import build_service
+from relay.lead.store_source import StoreSource
+from relay.lead.timerange import TimeRange
 from relay.registry import Registry
 from relay.sinks.documents import Document
+from relay.sinks.store import EmbeddedStore
 from relay.verify import Finding, verify_documents
 from relay.verify.elasticsearch import SORT, documents_from_hits, search_hits
 from tests.conftest import T0_MS, RunningRelay
@@ -229,6 +235,35 @@ def edit_batch_copy(export: Export) -> list[Document]:
     return export.replace(batch, with_source(batch, n=batch.source["n"] + 1))
 
 
+def sign_summary_content(
+    export: Export, seq: int, change: Callable[[dict[str, Any]], None]
+) -> list[Document]:
+    """The registered key signs summary (seq, 0) with content relay would never publish."""
+    summary = export.summary(seq, 0)
+    content = {key: value for key, value in summary.source.items() if key != "att"}
+    change(content)
+    att = {**summary.source["att"], "leaf": canonical_json(content).decode()}
+    changed = Document(summary.index, summary.id, {**content, "att": att})
+    return forge(export.replace(summary, changed), lambda seq: export.key)
+
+
+MARKUP = "<script>alert(1)</script>"
+
+
+def sign_markup_node_id(export: Export) -> list[Document]:
+    def change(content: dict[str, Any]) -> None:
+        content["node"] = {**content["node"], "id": MARKUP}
+
+    return sign_summary_content(export, 1, change)
+
+
+def sign_negative_count(export: Export) -> list[Document]:
+    def change(content: dict[str, Any]) -> None:
+        content["requests"] = -content["requests"]
+
+    return sign_summary_content(export, 2, change)
+
+
 TAMPERING: list[tuple[Callable[[Export], list[Document]], set[str], set[int]]] = [
     # (tampering, the codes reported, seqs no longer verified)
     (tamper_summary_count, {"leaf_mismatch"}, {1}),
@@ -249,6 +284,8 @@ TAMPERING: list[tuple[Callable[[Export], list[Document]], set[str], set[int]]] =
     (seal_before_window_end, {"future_timestamp"}, {1}),
     (swap_stored_checkpoint, {"checkpoint_mismatch"}, {2}),
     (edit_batch_copy, {"leaf_mismatch"}, {0}),
+    (sign_markup_node_id, {"invalid_leaf"}, {1}),
+    (sign_negative_count, {"invalid_leaf"}, {2}),
 ]
 
 
@@ -415,3 +452,56 @@ async def test_a_summary_stored_twice_is_counted_once(export: Export) -> None:
     documents = [*export.documents[:at], duplicate, *export.documents[at:]]
     report = verify(export.registry, documents)
     assert report.findings == [] and len(report.verified) == SEQS
+
+
+async def test_signed_content_outside_the_summary_schema_is_not_verified_data(
+    export: Export, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = export.running.relay.settings.registry_path
+    markup = sign_markup_node_id(export)
+    negative = sign_negative_count(Export(export.running, markup, export.registry, export.key))
+    assert (
+        main(
+            [
+                "verify",
+                "--registry",
+                str(registry),
+                "--input",
+                str(write_ndjson(tmp_path / "signed.ndjson", negative)),
+                "--json",
+            ]
+        )
+        == 1
+    )
+    report = json.loads(capsys.readouterr().out)
+    findings = [(f["code"], f["doc_id"]) for f in report["findings"]]
+    assert findings == [("invalid_leaf", f"{ORIGIN}|s|1|0"), ("invalid_leaf", f"{ORIGIN}|s|2|0")]
+    messages = [f["message"] for f in report["findings"]]
+    assert "node.id" in messages[0] and "requests" in messages[1]
+    assert MARKUP not in json.dumps(report)  # the value itself is never repeated
+
+    # The lead over these documents: the summaries are not shown as verified data.
+    settings = Settings(data_dir=tmp_path / "lead", lead={"registry": registry})
+    settings.data_dir.mkdir()
+    store = EmbeddedStore(settings.data_dir / "store.sqlite")
+    try:
+        assert store.write(negative) == []
+    finally:
+        store.close()
+    lead = await build_service(
+        settings, StoreSource(settings.data_dir / "store.sqlite"), lambda: T0_MS + 86_400_000
+    )
+    try:
+        assert lead.verification.current.report.verified == {(ORIGIN, 0), (ORIGIN, 3)}
+        every_window = TimeRange(T0_MS - 86_400_000, T0_MS + 86_400_000)
+        nodes = await lead.nodes(every_window, role=None, region=None, include_unverified=False)
+        assert MARKUP not in json.dumps(nodes)
+        for seq in (1, 2):
+            with pytest.raises(Problem) as hidden:
+                await lead.summary(ORIGIN, seq, 0, include_unverified=False)
+            assert (hidden.value.status, hidden.value.slug) == (404, "unverified")
+        shown = await lead.summary(ORIGIN, 1, 0, include_unverified=True)
+        assert shown["verified"] is False
+        assert [f["code"] for f in shown["findings"]] == ["invalid_leaf"]
+    finally:
+        await lead.source.close()

@@ -14,6 +14,24 @@ from relay.verify.findings import Code
 from relay.verify.leaves import BatchTree, check_summary, read_summary
 
 BASE: dict[str, Any] = {"origin": "o", "seq": 0, "i": 0}
+_EMPTY = {"values": [], "counts": []}
+#: The content of a leaf relay could publish: BASE and every summary field.
+SUMMARY: dict[str, Any] = {
+    **BASE,
+    "window_start_ms": 1_767_571_200_000,
+    "window_end_ms": 1_767_571_500_000,
+    "node": {"role": "distributor", "id": "mrbovo.distributor.cc"},
+    "region": "EU",
+    "requests": 12,
+    "outcomes": {"ok": 10, "timeout": 2},
+    "ops": {"download": 12},
+    "signals": {"playback_slow": 1},
+    "assets": {"video": 12},
+    "bytes": 1_000_000,
+    "ttfb_us": {"values": [20_000, 40_000], "counts": [3, 9]},
+    "duration_us": _EMPTY,
+    "throughput_bps": _EMPTY,
+}
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 
@@ -42,7 +60,38 @@ def test_orjson_escapes_ascii_as_rfc8785_does() -> None:
 )
 def test_canonical_leaves_pass_whatever_path_they_take(value: object) -> None:
     searchable = {**BASE, "x": value}
-    assert problem(rfc8785.dumps(searchable), searchable) is None
+    # Past every check of form and equality: only the summary schema is left, which has no x.
+    assert problem(rfc8785.dumps(searchable), searchable) is Code.INVALID_LEAF
+
+
+def test_a_summary_relay_could_publish_passes() -> None:
+    assert problem(rfc8785.dumps(SUMMARY), SUMMARY) is None
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("node", {"role": "distributor", "id": "<script>alert(1)</script>"}),
+        ("node", {"role": "gateway", "id": "d1"}),
+        ("requests", -1),
+        ("bytes", -5),
+        ("requests", True),
+        ("requests", 12.0),
+        ("outcomes", {"ok": 10, "teapot": 2}),
+        ("signals", {"playback_slow": -1}),
+        ("region", "eu"),
+        ("ttfb_us", {"values": [20_000], "counts": [-3]}),
+        ("ttfb_us", {"values": [20_000]}),
+        ("extra", 1),
+    ],
+)
+def test_signed_content_outside_the_summary_schema_is_invalid(field: str, value: Any) -> None:
+    content = {**SUMMARY, field: value}
+    source = {**content, "att": {"leaf": rfc8785.dumps(content).decode(), "n": 1, "proof": []}}
+    found = check_summary(source, read_summary(source), 1, leaf_hash(rfc8785.dumps(content)), None)
+    assert found is not None and found[0] is Code.INVALID_LEAF
+    assert found[1].startswith(f"signed leaf violates the summary schema at {field}")
+    assert "<script>" not in found[1]
 
 
 @pytest.mark.parametrize(
@@ -84,13 +133,13 @@ def test_inclusion_is_checked_before_the_fields() -> None:
 
 
 def test_rebuilt_tree_accepts_exactly_the_audit_paths() -> None:
-    leaves = [rfc8785.dumps({**BASE, "i": i}) for i in range(5)]
+    leaves = [rfc8785.dumps({**SUMMARY, "i": i}) for i in range(5)]
     hashes = [leaf_hash(leaf) for leaf in leaves]
     tree = BatchTree(hashes)
     assert tree.root == root(leaves)
     for i, path in enumerate(inclusion_proofs(hashes)):
         proof = [base64.b64encode(p).decode() for p in path]
-        source = {**BASE, "i": i, "att": {"leaf": leaves[i].decode(), "n": 5, "proof": proof}}
+        source = {**SUMMARY, "i": i, "att": {"leaf": leaves[i].decode(), "n": 5, "proof": proof}}
         for candidate in (None, tree):
             assert check_summary(source, read_summary(source), 5, tree.root, candidate) is None
         # The same proof with the unused bits of its last base64 digit set decodes to the same

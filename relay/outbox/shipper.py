@@ -3,7 +3,10 @@
 Retries never stop: the outbox byte cap (503 to apps past it) bounds how long a sink may be away,
 not an attempt count. A sink that refuses the relay's credentials pauses shipping: the relay
 alerts (log, `relay_sink_paused`, `sink_authorized` in /readyz) and probes at the capped delay
-until the credentials work again.
+until the credentials work again. A sink holding another document at one of the batch's ids
+(someone took the id first) stops shipping the same way: the batch is never dropped or skipped,
+and the relay alerts (log, `relay_sink_conflict`, `sink_content_matches` in /readyz) until a
+person removes the other document.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import time
 
 from relay.metrics import RelayMetrics
 from relay.outbox.outbox import Outbox
-from relay.sinks.base import Sink, SinkError, SinkUnauthorizedError
+from relay.sinks.base import Sink, SinkConflictError, SinkError, SinkUnauthorizedError
 
 __all__ = ["Shipper"]
 
@@ -43,6 +46,7 @@ class Shipper:
         self._wake = asyncio.Event()
         self._failures = 0
         self.paused = False
+        self.conflicted = False
         # One drain at a time: the loop and a shutdown flush must not ship the same batch at once.
         self._lock = asyncio.Lock()
 
@@ -81,6 +85,11 @@ class Shipper:
                 self._metrics.ship_attempts.labels(self._sink.name, "unauthorized").inc()
                 self._pause(exc)
                 return False
+            except SinkConflictError as exc:
+                self._failures += 1
+                self._metrics.ship_attempts.labels(self._sink.name, "conflict").inc()
+                self._conflict(seq, exc)
+                return False
             except SinkError as exc:
                 self._failures += 1
                 self._metrics.ship_attempts.labels(self._sink.name, "error").inc()
@@ -97,6 +106,7 @@ class Shipper:
                 return False
             self._failures = 0
             self._resume()
+            self._resolved()
             self._metrics.ship_attempts.labels(self._sink.name, "ok").inc()
             self._metrics.ship_latency.observe(time.perf_counter() - started)
             self._outbox.shipped(seq)
@@ -121,3 +131,23 @@ class Shipper:
             log.info("%s accepts the relay's credentials again: shipping resumed", self._sink.name)
             self.paused = False
             self._metrics.sink_paused.set(0)
+
+    def _conflict(self, seq: int, exc: SinkConflictError) -> None:
+        if not self.conflicted:
+            log.error(
+                "batch %d cannot be shipped to %s: %s. Someone who can write there took those "
+                "ids first; nothing is dropped, shipping waits at this batch (retrying, backoff up "
+                "to %.0f s) until those documents are removed from the sink.",
+                seq,
+                self._sink.name,
+                exc,
+                self._retry_max,
+            )
+        self.conflicted = True
+        self._metrics.sink_conflict.set(1)
+
+    def _resolved(self) -> None:
+        if self.conflicted:
+            log.info("%s holds our documents again: shipping resumed", self._sink.name)
+            self.conflicted = False
+            self._metrics.sink_conflict.set(0)

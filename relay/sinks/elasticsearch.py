@@ -1,12 +1,14 @@
 """The Elasticsearch sink: one batch's documents per `_bulk`, `op_type=create`, item by item.
 
-Every bulk item is judged on its own (DESIGN §7): 201 = stored, 409 = stored before (ids are
-deterministic, so a repeat after a crash or a lost answer is harmless), 400 = malformed, kept in
-the dead-letter file and counted; 401/403 = the credentials are refused, shipping pauses;
-429/5xx/anything else = tried again later. A whole-request failure (ES down, 503, a timeout) is a
-retry of every document still open. The sink remembers which documents of the current batch are
-settled, so a retry sends only the rest; after a restart it forgets, and the re-sent ones answer
-409.
+Every bulk item is judged on its own (DESIGN §7): 201 = stored; 409 = a document exists at the
+id: the sink fetches it (`_mget`) and counts it as stored only if it is ours (ids are
+deterministic, so a repeat after a crash or a lost answer is harmless), while any other document
+there, put first by someone who can write the index, is a conflict: the batch stays in the outbox
+and the relay alerts (SinkConflictError); 400 = malformed, kept in the dead-letter file and
+counted; 401/403 = the credentials are refused, shipping pauses; 429/5xx/anything else = tried
+again later. A whole-request failure (ES down, 503, a timeout) is a retry of every document still
+open. The sink remembers which documents of the current batch are settled, so a retry sends only
+the rest; after a restart it forgets, and the re-sent ones answer 409 and are fetched.
 
 Why not `helpers.async_streaming_bulk`: it retries only a fixed number of times, without jitter,
 within one call, and raises on a timeout or 503 as on a malformed document. The outbox needs the
@@ -28,9 +30,9 @@ from elastic_transport.client_utils import DEFAULT
 from elasticsearch import ApiError, AsyncElasticsearch
 
 from relay.metrics import RelayMetrics
-from relay.sinks.base import SinkError, SinkUnauthorizedError
+from relay.sinks.base import SinkConflictError, SinkError, SinkUnauthorizedError
 from relay.sinks.dead_letter import DeadLetter, DeadLetterFile
-from relay.sinks.documents import Document
+from relay.sinks.documents import Document, same_source
 
 __all__ = ["ElasticsearchSink", "make_client"]
 
@@ -129,26 +131,41 @@ class ElasticsearchSink:
         todo = [d for d in documents if d.id not in self._settled]
         retries: Counter[str] = Counter()
         refused: str | None = None
+        conflicts: list[str] = []
         for chunk in _chunks(todo, self._max_request_bytes):
             letters: list[DeadLetter] = []
+            taken: list[Document] = []
             for document, item in zip(chunk, await self._bulk(chunk), strict=True):
                 status = int(item.get("status", 0))
                 if status in (200, 201):
                     self._settle(document, "created")
                 elif status == 409:
-                    self._settle(document, "exists")
+                    taken.append(document)
                 elif status == 400:
                     letters.append(DeadLetter(document, status, item.get("error")))
                 else:
                     reason = _retry_reason(status)
                     if reason == "unauthorized":
                         refused = f"{status} {_error_summary(item.get('error'))}"
-                    retries[reason] += 1
-                    self._metrics.sink_retries.labels(self.name, reason).inc()
+                    self._retry(retries, reason)
             if letters:
                 await self._dead_letter(letters)
+            for document, found in zip(taken, await self._stored(taken), strict=True):
+                if found.get("found") is True and isinstance(found.get("_source"), dict):
+                    if same_source(document.source, found["_source"]):
+                        self._settle(document, "exists")
+                    else:
+                        conflicts.append(document.id)
+                        self._retry(retries, "conflict")
+                elif _error_type(found.get("error")) == "security_exception":
+                    refused = f"cannot read back {document.id}: {_error_summary(found['error'])}"
+                    self._retry(retries, "unauthorized")
+                else:  # gone since the 409 (deleted): the next attempt creates it
+                    self._retry(retries, "other")
         if refused is not None:
             raise SinkUnauthorizedError(f"bulk items refused: {refused}")
+        if conflicts:
+            raise SinkConflictError("Elasticsearch", conflicts)
         if retries:
             detail = ", ".join(f"{n} {reason}" for reason, n in sorted(retries.items()))
             raise SinkError(f"{retries.total()} documents to retry ({detail})")
@@ -157,19 +174,46 @@ class ElasticsearchSink:
         """The per-item results of one `_bulk`, in request order; a failed request raises."""
         try:
             response = await self._client.bulk(operations=_operations(chunk))
-        except ApiError as exc:
-            self._failed(chunk, _retry_reason(exc.meta.status), f"bulk request failed: {exc}", exc)
-        except ConnectionTimeout as exc:
-            self._failed(chunk, "timeout", f"bulk request timed out: {exc}", exc)
-        except TransportConnectionError as exc:
-            self._failed(chunk, "connection", f"cannot reach Elasticsearch: {exc}", exc)
-        except TransportError as exc:
-            self._failed(chunk, "other", f"bulk request failed: {exc}", exc)
+        except (ApiError, TransportError) as exc:
+            self._request_failed(chunk, "bulk request", exc)
         items = response.body.get("items")
         if not isinstance(items, list) or len(items) != len(chunk):
             self._failed(chunk, "other", "bulk response does not answer every document", None)
         # Each item is {"create": {...}}: the action name, then its result.
         return [next(iter(item.values())) for item in items]
+
+    async def _stored(self, documents: list[Document]) -> list[dict[str, Any]]:
+        """What Elasticsearch holds at each document's index and id (`_mget` answers, in order).
+
+        Needs `read` on the relay's own indices: a key without it gets 403, and shipping pauses
+        as for any refused credential (relay es-setup creates operator keys with it).
+        """
+        if not documents:
+            return []
+        docs = [{"_index": d.index, "_id": d.id} for d in documents]
+        try:
+            response = await self._client.mget(docs=docs)
+        except (ApiError, TransportError) as exc:
+            self._request_failed(documents, "reading back documents answered 409", exc)
+        found = response.body.get("docs")
+        if not isinstance(found, list) or len(found) != len(documents):
+            self._failed(documents, "other", "mget response does not answer every document", None)
+        return [item if isinstance(item, dict) else {} for item in found]
+
+    def _retry(self, retries: Counter[str], reason: str) -> None:
+        retries[reason] += 1
+        self._metrics.sink_retries.labels(self.name, reason).inc()
+
+    def _request_failed(
+        self, chunk: list[Document], what: str, exc: ApiError | TransportError
+    ) -> NoReturn:
+        if isinstance(exc, ApiError):
+            self._failed(chunk, _retry_reason(exc.meta.status), f"{what} failed: {exc}", exc)
+        if isinstance(exc, ConnectionTimeout):
+            self._failed(chunk, "timeout", f"{what} timed out: {exc}", exc)
+        if isinstance(exc, TransportConnectionError):
+            self._failed(chunk, "connection", f"cannot reach Elasticsearch: {exc}", exc)
+        self._failed(chunk, "other", f"{what} failed: {exc}", exc)
 
     def _failed(
         self, chunk: list[Document], reason: str, message: str, cause: Exception | None
@@ -196,6 +240,10 @@ class ElasticsearchSink:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+def _error_type(error: Any) -> str | None:
+    return error.get("type") if isinstance(error, dict) else None
 
 
 def _error_summary(error: Any) -> str:

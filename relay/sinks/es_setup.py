@@ -8,10 +8,15 @@ Installs, idempotently:
   as `histogram` fields (Kibana draws percentiles from them), window bounds as `date`
   (epoch_millis), the attestation material kept in `_source` only. `dynamic: false` everywhere
   but `privacy` and `stats`: a field a newer relay adds is stored, never a reason to reject;
-- API keys: per operator `create_doc` + `auto_configure` on `<prefix>*` (write new documents,
-  let the monthly index be created from the template, never overwrite or read), and read-only
-  keys for dashboards. A key whose name exists (and is valid) is not created again: its secret
-  is shown only once, at creation.
+- API keys: per operator `create_doc` + `auto_configure` + `read` on that origin's own indices
+  only, `<prefix>batches-<slug>-????.??` and `<prefix>summaries-<slug>-????.??` (write new
+  documents, let the monthly index be created from the template, read back its own documents to
+  tell a 409 of its own re-ship from another document at its id; never overwrite, never touch
+  another origin's indices), and read-only keys on `<prefix>*` for dashboards. A key whose name
+  exists (and is valid) is not created again: its secret is shown only once, at creation. Two
+  origins with the same slug would share indices, so their keys could write each other's: an
+  operator key for an origin whose slug a live operator key (or another origin asked for)
+  already has is refused, before anything is installed.
 """
 
 from __future__ import annotations
@@ -33,9 +38,11 @@ from pydantic import ValidationError
 from relay import __version__
 from relay.config import SinkConfig
 from relay.ingest.models import Asset, Op, Outcome, Signal
+from relay.sinks.documents import origin_slug, own_index_patterns
 from relay.sinks.elasticsearch import make_client
 
 __all__ = [
+    "SetupError",
     "SetupPlan",
     "add_arguments",
     "batch_mappings",
@@ -117,10 +124,21 @@ def batch_mappings() -> dict[str, Any]:
     }
 
 
-def operator_role(prefix: str) -> dict[str, Any]:
+def operator_role(prefix: str, origin: str) -> dict[str, Any]:
+    """Write, and read back, ``origin``'s own indices and no other's (DESIGN §7).
+
+    `read` is what lets the relay fetch the document behind a 409 and compare it with its own
+    (relay/sinks/elasticsearch.py); `create_doc` cannot overwrite, so an id taken by anyone else
+    stays visible as a conflict instead of being lost.
+    """
     return {
         "cluster": [],
-        "indices": [{"names": [f"{prefix}*"], "privileges": ["create_doc", "auto_configure"]}],
+        "indices": [
+            {
+                "names": own_index_patterns(prefix, origin),
+                "privileges": ["create_doc", "auto_configure", "read"],
+            }
+        ],
     }
 
 
@@ -129,6 +147,10 @@ def reader_role(prefix: str) -> dict[str, Any]:
         "cluster": [],
         "indices": [{"names": [f"{prefix}*"], "privileges": ["read", "view_index_metadata"]}],
     }
+
+
+class SetupError(Exception):
+    """A setup relay refuses to make; nothing was changed."""
 
 
 @dataclass(frozen=True)
@@ -173,6 +195,8 @@ class SetupPlan:
 async def run_setup(client: AsyncElasticsearch, plan: SetupPlan, emit: Emit) -> None:
     info = await client.info()
     emit(f"Elasticsearch {info['version']['number']} (cluster {info['cluster_name']})")
+    if plan.operator_origins:
+        await _check_slugs(client, plan)
 
     existed = await _exists(client.ilm.get_lifecycle(name=plan.policy))
     await client.ilm.put_lifecycle(name=plan.policy, policy=plan.lifecycle())
@@ -189,9 +213,11 @@ async def run_setup(client: AsyncElasticsearch, plan: SetupPlan, emit: Emit) -> 
         await _api_key(
             client,
             f"{plan.index_prefix}operator:{origin}",
-            operator_role(plan.index_prefix),
+            operator_role(plan.index_prefix, origin),
             {"relay_role": "operator", "origin": origin},
-            f"operator key for {origin}: put it in the relay's sink.api_key (RELAY_SINK__API_KEY)",
+            f"operator key for {origin} (its own indices "
+            f"{', '.join(own_index_patterns(plan.index_prefix, origin))} only): put it in the "
+            "relay's sink.api_key (RELAY_SINK__API_KEY)",
             emit,
         )
     if plan.reader_name is not None:
@@ -204,6 +230,25 @@ async def run_setup(client: AsyncElasticsearch, plan: SetupPlan, emit: Emit) -> 
             "(lead.source.api_key)",
             emit,
         )
+
+
+async def _check_slugs(client: AsyncElasticsearch, plan: SetupPlan) -> None:
+    """SetupError if two origins (of live operator keys, or asked for) share an index slug."""
+    found = await client.security.get_api_key(name=f"{plan.index_prefix}operator:*")
+    now_ms = time.time() * 1000
+    live = [
+        key.get("metadata", {}).get("origin") for key in found["api_keys"] if _usable(key, now_ms)
+    ]
+    by_slug: dict[str, str] = {}
+    for origin in [o for o in live if isinstance(o, str)] + list(plan.operator_origins):
+        slug = origin_slug(origin)
+        other = by_slug.setdefault(slug, origin)
+        if other != origin:
+            raise SetupError(
+                f"origins {other!r} and {origin!r} share the index slug {slug!r}, so their keys "
+                "could write each other's indices; give one of them another origin (nothing "
+                "was changed)"
+            )
 
 
 async def _exists(call: Awaitable[object]) -> bool:
@@ -264,7 +309,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="extend",
         default=[],
         metavar="ORIGIN",
-        help="create a write-only API key for each operator origin",
+        help="create an API key for each operator origin, limited to its own indices",
     )
     parser.add_argument(
         "--create-reader-key", metavar="NAME", help="create a read-only API key for dashboards"
@@ -306,7 +351,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(run())
-    except (ApiError, TransportError) as exc:
+    except (ApiError, TransportError, SetupError) as exc:
         print(f"relay es-setup: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from relay.sinks.base import SinkError
+from relay.sinks.base import SinkConflictError, SinkError
 from relay.sinks.documents import Document
 from relay.sinks.store import EmbeddedStore
 
@@ -25,9 +25,11 @@ class StoreSink:
 
     async def ship(self, documents: Sequence[Document]) -> None:
         try:
-            await asyncio.to_thread(self._store.write, documents)
+            taken = await asyncio.to_thread(self._store.write, documents)
         except OSError as exc:
             raise SinkError(f"embedded store write failed: {exc}") from exc
+        if taken:
+            raise SinkConflictError("the embedded store", taken)
 
     async def close(self) -> None:
         # In a thread: it waits for a write still running after its task was cancelled.

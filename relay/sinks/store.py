@@ -1,8 +1,9 @@
 """The embedded store: one SQLite file holding the same documents Elasticsearch would.
 
-Writes are create-only (`INSERT OR IGNORE` on `_id`), the equivalent of `op_type=create` with
-409 = already stored, so shipping the same batch twice stores it once. `relay export`,
-`relay lead` and `relay verify` read it directly.
+Writes are create-only (`INSERT OR IGNORE` on `_id`), the equivalent of `op_type=create`, so
+shipping the same batch twice stores it once. As with Elasticsearch's 409, an id already present
+counts as stored only if it holds our document: `write` names the ids holding another one.
+`relay export`, `relay lead` and `relay verify` read it directly.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import orjson
 
-from relay.sinks.documents import Document
+from relay.sinks.documents import Document, same_source
 
 __all__ = ["EmbeddedStore"]
 
@@ -52,8 +53,11 @@ class EmbeddedStore:
         with self._lock:
             self._db.close()
 
-    def write(self, documents: Sequence[Document]) -> int:
-        """Store documents not already present; return how many were new."""
+    def write(self, documents: Sequence[Document]) -> list[str]:
+        """Store documents not already present; return the ids that hold another document.
+
+        Those are left as they are (create-only), and so are ours already stored.
+        """
         rows = []
         for doc in documents:
             kind = "summary" if "att" in doc.source else "batch"
@@ -79,7 +83,24 @@ class EmbeddedStore:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            return self._db.total_changes - before
+            if self._db.total_changes - before == len(rows):
+                return []
+            # Some ids existed: after a re-ship those hold our own documents. Rare, so looked up
+            # only then.
+            ours = {doc.id: doc.source for doc in documents}
+            return [
+                doc_id
+                for doc_id, source in self._stored(list(ours))
+                if not same_source(ours[doc_id], orjson.loads(source))
+            ]
+
+    def _stored(self, ids: list[str]) -> Iterator[tuple[str, bytes]]:
+        for start in range(0, len(ids), 500):  # under SQLite's limit on bound parameters
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            yield from self._db.execute(
+                f"SELECT doc_id, source FROM documents WHERE doc_id IN ({marks})", chunk
+            )
 
     def documents(self, origin: str | None = None) -> Iterator[Document]:
         """Every document, batches before their summaries, in (origin, seq, i) order."""

@@ -27,6 +27,7 @@ class Code(StrEnum):
     ORPHAN_SUMMARY = "orphan_summary"
     FUTURE_TIMESTAMP = "future_timestamp"
     CHECKPOINT_MISMATCH = "checkpoint_mismatch"
+    INVALID_LEAF = "invalid_leaf"
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,11 @@
 
 A summary document carries the signed leaf (`att.leaf`) and its RFC 9162 inclusion proof
 (`att.proof`, leaf to root). The leaf is trusted only once the proof leads to the root of a
-verified batch header; then the searchable fields must equal the leaf exactly.
+verified batch header; then the searchable fields must equal the leaf exactly, and the leaf's
+content must be a summary relay could have published: the summary schema
+(relay.schemagen.LeafContent, `schemas/summary-document.schema.json`), node ids of
+`[A-Za-z0-9:._-]`, counts in [0, 2^53 − 1], known outcome and signal names. A registered key
+signing a node id such as `<script>…` or a negative count is `invalid_leaf`, not verified data.
 
 Two costs are avoided in the common case. When a batch's summaries are all present, the tree is
 rebuilt from their leaves once (BatchTree); if its root is the signed one, each proof only has to
@@ -26,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 import orjson
+from pydantic import ValidationError
 
 from relay.attest.canonical import is_canonical, strict_loads
 from relay.attest.merkle import (
@@ -35,6 +40,7 @@ from relay.attest.merkle import (
     root_from_leaf_hashes,
     verify_inclusion,
 )
+from relay.schemagen import LeafContent
 from relay.verify.findings import Code
 
 __all__ = ["BatchTree", "Problem", "SummaryLeaf", "check_summary", "read_summary", "same_json"]
@@ -106,7 +112,7 @@ def check_summary(
 
     In order: position and `att` readable, inclusion (by ``tree`` if it was rebuilt to ``root``,
     else by the RFC 9162 §2.1.3.2 algorithm), RFC 8785 form of the leaf, searchable fields equal
-    to the leaf, `att.n` equal to the header's.
+    to the leaf, `att.n` equal to the header's, the leaf's content valid under the schema.
     """
     if leaf.problem is not None:
         return leaf.problem
@@ -125,7 +131,24 @@ def check_summary(
     att_n = source["att"].get("n")
     if problem is None and (not _is_int(att_n) or att_n != n):
         problem = (Code.LEAF_MISMATCH, f"att.n is {att_n!r}, the signed batch has n = {n}")
-    return problem
+    return problem or _invalid_content(source)
+
+
+def _invalid_content(source: Mapping[str, Any]) -> Problem | None:
+    """The first way the leaf's content (here: the searchable fields, found equal to it) breaks
+    the summary schema. The message names the field and the rule, never the value: a finding
+    is shown on the lead's dashboard, and the value may be markup."""
+    content = {key: value for key, value in source.items() if key != "att"}
+    try:
+        LeafContent.model_validate(content, strict=True)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(map(str, error["loc"])) or "leaf"
+        return (
+            Code.INVALID_LEAF,
+            f"signed leaf violates the summary schema at {where}: {error['msg']}",
+        )
+    return None
 
 
 def _unreadable(what: str) -> Problem:
