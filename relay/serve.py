@@ -131,13 +131,16 @@ class OperatorRelay:
         self.dp: DpRelease | None = None
         if privacy.mode == "dp":
             self.dp = DpRelease.from_config(privacy, settings.window.seconds)
-            self.windows = OpenWindows(
-                privacy.max_events_per_contributor,
-                max_cells_per_contributor=privacy.max_cells_per_contributor,
-                nodes=self.dp.nodes,
-            )
-        else:
-            self.windows = OpenWindows(privacy.max_events_per_contributor)
+        known_nodes = frozenset((node.role, node.id) for node in privacy.nodes)
+        self.windows = OpenWindows(
+            privacy.max_events_per_contributor,
+            max_events_per_network=privacy.network_cap,
+            max_nodes=settings.window.max_nodes,
+            max_cells_per_network=settings.window.max_cells_per_network,
+            known_nodes=known_nodes,
+            max_cells_per_contributor=privacy.max_cells_per_contributor if self.dp else None,
+            nodes=known_nodes if self.dp else None,
+        )
         self.wal = WriteAheadLog(
             data_dir / "wal",
             apply=self.windows.apply,
@@ -322,7 +325,8 @@ class OperatorRelay:
             self.key = self.rotation.settle(self.key, signed.batch_hash)
         self.windows.sealed_until_ms = span.end_ms
         self.metrics.batches_signed.inc()
-        self.metrics.dropped.labels("over_cap").inc(stats["over_cap"])
+        self.metrics.dropped.labels("over_cap").inc(stats["over_cap"] - stats["over_budget"])
+        self.metrics.dropped.labels("over_budget").inc(stats["over_budget"])
         self.metrics.dropped.labels("suppressed").inc(stats["suppressed_events"])
         self.metrics.suppressed_cells.inc(stats["suppressed_cells"])
         self.metrics.seal_duration.observe(time.perf_counter() - started)
@@ -338,7 +342,8 @@ class OperatorRelay:
         """The signed batch, its documents, the checkpoint, and the exact stats (for metrics)."""
         state = span.state
         if self.dp is None:
-            publication = apply_threshold(state.cells, self.settings.privacy.k)
+            privacy = self.settings.privacy
+            publication = apply_threshold(state.cells, privacy.k, privacy.network_threshold)
             summaries = [
                 cell.summary(key, span.start_ms, span.end_ms) for key, cell in publication.cells
             ]
@@ -352,6 +357,7 @@ class OperatorRelay:
             "rejected": sum(rejected.values()),
             **rejected,
             "over_cap": state.over_cap,
+            "over_budget": state.over_budget,
             "suppressed_cells": suppressed[0],
             "suppressed_events": suppressed[1],
             "unsupported_type": state.rejected.get("unsupported_type", 0),
@@ -388,7 +394,9 @@ class OperatorRelay:
         return {
             "mode": p.mode,
             "k": p.k,
+            "k_networks": p.network_threshold,
             "max_events_per_contributor": p.max_events_per_contributor,
+            "max_events_per_network": p.network_cap,
             "geo": p.geo,
         }
 

@@ -11,7 +11,13 @@ from relay.ingest.atlas import classify_error, scrub_atlas
 from relay.ingest.decode import decode_atlas
 from relay.ingest.scrub import Admission, RequestContext, ScrubResult
 from relay.observation import ms_bucket
-from tests.conftest import T0_MS, RunningRelay, memory_admission, observation_fields
+from tests.conftest import (
+    T0_MS,
+    RunningRelay,
+    from_network,
+    memory_admission,
+    observation_fields,
+)
 
 USER = {
     "accountId": "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY",
@@ -35,7 +41,9 @@ def atlas(kind: str, **fields: Any) -> dict[str, Any]:
     }
 
 
-CTX = RequestContext(now_ms=T0_MS + 5_000, region="EU", network_material=b"n\x00test")
+CTX = RequestContext(
+    now_ms=T0_MS + 5_000, region="EU", network_material=b"n\x00test", source_network=b"s\x00test"
+)
 
 
 def scrub(events: list[Any], adm: Admission | None = None) -> ScrubResult:
@@ -134,7 +142,7 @@ def test_events_without_a_usable_node_are_rejected() -> None:
 
 async def test_atlas_payload_end_to_end(relay_server: RunningRelay) -> None:
     users = [{"accountId": f"acct-{n}"} for n in range(3)]
-    for user in users:
+    for n, user in enumerate(users):
         events = [
             {
                 **atlas("distributor-response-time", initialResponseTime=40, fullResponseTime=400),
@@ -143,7 +151,9 @@ async def test_atlas_payload_end_to_end(relay_server: RunningRelay) -> None:
             {**atlas("distributor-response-error", error="Network Error"), "user": user},
             {"type": "nft-minting-failed", "user": user},
         ]
-        status, body = await relay_server.post("/v1/atlas/events", {"events": events})
+        status, body = await relay_server.post(
+            "/v1/atlas/events", {"events": events}, headers=from_network(n)
+        )
         assert status == 202
         assert body == {"accepted": 2, "rejected": 0, "errors": [], "unsupported": 1}
     await relay_server.seal_after(70)

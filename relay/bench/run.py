@@ -323,7 +323,7 @@ def _seal_10k_cells(data_dir: Path) -> float:
             for n in range(10_000)
             for c in range(k)
         ]
-        relay.windows.apply(IngestRecord(window, "EU", observations, {}))
+        relay.windows.apply(IngestRecord(window, "EU", observations, {}, {}))
         now["ms"] += 60_000
         started = time.perf_counter()
         await relay.seal_due()
@@ -360,7 +360,7 @@ def _memory_per_contributor(contributors: int) -> float:
                 )
                 for c in range(start, min(start + chunk, contributors))
             ]
-            windows.apply(IngestRecord(60_000, "EU", observations, {}))
+            windows.apply(IngestRecord(60_000, "EU", observations, {}, {}))
             del observations  # the WAL record dies once applied; only the window state stays
         return (tracemalloc.get_traced_memory()[0] - before) / contributors
     finally:
