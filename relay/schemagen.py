@@ -203,20 +203,18 @@ class AggregatePrivacy(_Model):
 
     mode: Literal["aggregate"]
     k: int = Field(ge=2, le=MAX_SAFE_INT)
-    k_networks: SkipJsonSchema[None] | int = Field(
+    k_networks: SkipJsonSchema[None] | Annotated[int, Field(ge=2, le=MAX_SAFE_INT)] = Field(
         None,
-        ge=2,
-        le=MAX_SAFE_INT,
         description="Distinct source networks (IPv4 /24, IPv6 /48) a published cell needs.",
         json_schema_extra=_omitted_when_absent,
     )
     max_events_per_contributor: int = Field(ge=1, le=MAX_SAFE_INT)
-    max_events_per_network: SkipJsonSchema[None] | int = Field(
-        None,
-        ge=1,
-        le=MAX_SAFE_INT,
-        description="Events one source network may add to a cell per window.",
-        json_schema_extra=_omitted_when_absent,
+    max_events_per_network: SkipJsonSchema[None] | Annotated[int, Field(ge=1, le=MAX_SAFE_INT)] = (
+        Field(
+            None,
+            description="Events one source network may add to a cell per window.",
+            json_schema_extra=_omitted_when_absent,
+        )
     )
     geo: Literal["region", "country", "none"]
 
