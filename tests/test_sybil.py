@@ -151,6 +151,9 @@ async def test_one_network_moves_a_busy_cell_by_its_bound_at_most(
     (batch,) = batches(docs)
     (cell,) = summaries(docs, batch["seq"])
     assert cell["outcomes"] == {"ok": 100, "timeout": bound}
+    # The signed header states both network parameters (aggregate mode).
+    privacy = batch["privacy"]
+    assert (privacy["k_networks"], privacy["max_events_per_network"]) == (10, bound)
     assert batch["stats"]["accepted"] == 1100
     assert batch["stats"]["over_cap"] == 1000 - bound
     balance(batch, [cell])

@@ -85,6 +85,7 @@ class Admission:
         return start
 
     def contributor(self, window_start_ms: int, material: bytes) -> int:
+        """The keyed hash of `material` (client or network material) under the window's salt."""
         salt = self._salts.salt_for(window_start_ms)
         if window_start_ms not in self._persisted:
             self._persist_salt(window_start_ms, salt)
@@ -94,8 +95,9 @@ class Admission:
     def networks(self, observations: Iterable[Observation], material: bytes) -> dict[int, int]:
         """The request's source network key in each window its observations fall in.
 
-        Keyed under each window's salt, as contributor keys are: a network's key links its
-        events within a window and nowhere else.
+        The same keyed hash as a contributor's, under each window's salt (P8): a network's key
+        links its events within a window and nowhere else. `material` is
+        `contributor.source_network`, domain-separated from every contributor material.
         """
         windows = {observation[0] for observation in observations}
         return {window: self.contributor(window, material) for window in sorted(windows)}
