@@ -58,6 +58,14 @@ class WindowConfig(_Section):
     max_memory_bytes: int = Field(
         512 * MIB, ge=MIB, description="Budget for open windows' state; over it, 503."
     )
+    # Node ids come from clients (Atlas names distributors by URL host): bound the node space,
+    # dropping and counting (stat over_budget) rather than letting invented nodes fill memory.
+    max_nodes: int = Field(
+        1000, ge=1, description="Distinct nodes per window; events for further nodes are dropped."
+    )
+    max_cells_per_network: int = Field(
+        100, ge=1, description="New cells one source network may open per window."
+    )
 
     @property
     def ms(self) -> int:
@@ -67,8 +75,17 @@ class WindowConfig(_Section):
 class PrivacyConfig(_Section):
     mode: Literal["aggregate", "dp"] = "aggregate"
     k: int = Field(10, ge=2, description="Distinct contributors a published cell needs (P5).")
+    k_networks: int | None = Field(
+        None, ge=2, description="Distinct source networks a published cell needs; unset: k (P5)."
+    )
     max_events_per_contributor: int = Field(
         50, ge=1, description="Events one contributor may add to a cell per window (P4)."
+    )
+    max_events_per_network: int | None = Field(
+        None,
+        ge=1,
+        description="Events one source network may add to a cell per window; unset: "
+        "max_events_per_contributor (P4).",
     )
     geo: Literal["region", "country", "none"] = "region"
     # dp mode only (P7; relay/privacy/ledger.py, README "Differential privacy mode"). Not used in
@@ -84,11 +101,30 @@ class PrivacyConfig(_Section):
     )
     nodes: list[NodeRef] = Field(
         default_factory=list,
-        description="dp mode: the public node list; every node × region is published each window.",
+        description="The public node list. dp mode: every node × region is published each "
+        "window. aggregate mode (optional): these nodes are exempt from the node budgets.",
     )
 
+    @property
+    def network_threshold(self) -> int:
+        """k_networks in effect: distinct source networks a published cell needs."""
+        return self.k if self.k_networks is None else self.k_networks
+
+    @property
+    def network_cap(self) -> int:
+        """max_events_per_network in effect."""
+        if self.max_events_per_network is None:
+            return self.max_events_per_contributor
+        return self.max_events_per_network
+
     @model_validator(mode="after")
-    def _dp_publication(self) -> PrivacyConfig:
+    def _consistent(self) -> PrivacyConfig:
+        if self.k_networks is not None and self.k_networks > self.k:
+            raise ValueError(
+                "privacy.k_networks may lower the network threshold, not raise it above k"
+            )
+        if len(set(self.nodes)) != len(self.nodes):
+            raise ValueError("privacy.nodes lists a node twice")
         if self.mode != "dp":
             return self
         if not self.nodes:
@@ -96,8 +132,6 @@ class PrivacyConfig(_Section):
                 "privacy.nodes must list the nodes to publish in dp mode (every listed node × "
                 "region is published each window, whatever the data)"
             )
-        if len(set(self.nodes)) != len(self.nodes):
-            raise ValueError("privacy.nodes lists a node twice")
         if self.geo == "country":
             raise ValueError(
                 "privacy.geo country is not supported in dp mode (its fixed publication would be "

@@ -28,7 +28,8 @@ class RelayMetrics:
         )
         self.dropped = Counter(
             "relay_events_dropped",
-            "Accepted events not published, by reason (over_cap, suppressed, unsupported_type).",
+            "Accepted events not published, by reason (over_cap, over_budget: past the node "
+            "budgets, suppressed, unsupported_type).",
             ["reason"],
             registry=r,
         )

@@ -38,14 +38,19 @@ class IngestRecord:
     """What one ingest request adds: its accepted observations and its rejection counts.
 
     The region is the request's (it comes from the client address), so it is kept once here
-    rather than per observation. Rejections are attributed to the window the request arrived in,
-    so a batch's stats say what happened at ingest while that window was current.
+    rather than per observation; so is its source network key, once per window the request's
+    observations fall in (the key is under each window's salt). Only records written before relay
+    knew source networks (WAL format 2 and older) lack a window's key: each of their
+    contributors then counts as its own network, as it did when they were admitted.
+    Rejections are attributed to the window the request arrived in, so a batch's stats say what
+    happened at ingest while that window was current.
     """
 
     arrival_window_ms: int
     region: str
     observations: Sequence[Observation]
     rejected: Mapping[str, int]
+    networks: Mapping[int, int]  # window start (ms) -> source network key
 
 
 def ms_bucket(value_ms: float | None) -> int | None:

@@ -207,12 +207,25 @@ DecimalText = Annotated[
 
 
 class AggregatePrivacy(_Model):
-    """The privacy parameters of `aggregate` mode (signed with every batch): k-threshold (P5),
-    contribution bound (P4) and geo granularity (P3)."""
+    """The privacy parameters of `aggregate` mode (signed with every batch): k-thresholds (P5),
+    contribution bounds (P4) and geo granularity (P3). Batches of relays from before source
+    networks omit k_networks and max_events_per_network."""
 
     mode: Literal["aggregate"]
     k: int = Field(ge=2, le=MAX_SAFE_INT)
+    k_networks: SkipJsonSchema[None] | Annotated[int, Field(ge=2, le=MAX_SAFE_INT)] = Field(
+        None,
+        description="Distinct source networks (IPv4 /24, IPv6 /48) a published cell needs.",
+        json_schema_extra=_omitted_when_absent,
+    )
     max_events_per_contributor: int = Field(ge=1, le=MAX_SAFE_INT)
+    max_events_per_network: SkipJsonSchema[None] | Annotated[int, Field(ge=1, le=MAX_SAFE_INT)] = (
+        Field(
+            None,
+            description="Events one source network may add to a cell per window.",
+            json_schema_extra=_omitted_when_absent,
+        )
+    )
     geo: Literal["region", "country", "none"]
 
 
@@ -259,11 +272,20 @@ class Stats(_Model):
     late: Count = Field(description="Events for this window that arrived after it was sealed.")
     too_old: Count
     too_new: Count
-    too_many: Count = Field(
-        0,
-        description="Atlas events past the per-request cap (absent in batches of earlier relays).",
+    too_many: SkipJsonSchema[None] | Count = Field(
+        None,
+        description="Atlas events past the per-request cap; absent on batches of older relays.",
+        json_schema_extra=_omitted_when_absent,
     )
-    over_cap: Count = Field(description="Accepted events dropped by contribution bounding (P4).")
+    over_cap: Count = Field(
+        description="Accepted events dropped by contribution bounding (P4) or the node budgets."
+    )
+    over_budget: SkipJsonSchema[None] | Count = Field(
+        None,
+        description="The part of over_cap whose cell was past the node budgets (window.max_nodes, "
+        "window.max_cells_per_network); absent on batches of older relays.",
+        json_schema_extra=_omitted_when_absent,
+    )
     suppressed_cells: Count = Field(description="Cells withheld under k after roll-up (P5).")
     suppressed_events: Count = Field(description="Accepted events in suppressed cells.")
     unsupported_type: Count = Field(description="Atlas events of types relay does not map.")

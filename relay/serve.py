@@ -90,7 +90,7 @@ class OperatorRelay:
             log.info("registered this relay's key in %s", settings.registry_path)
         self.metrics = RelayMetrics()
         self.resolver = RegionResolver(settings.privacy.geo)
-        self.policy = release_policy(settings.privacy, settings.window.seconds)
+        self.policy = release_policy(settings.privacy, settings.window)
         self.windows = self.policy.open_windows()
         self.wal = WriteAheadLog(
             data_dir / "wal",

@@ -73,6 +73,25 @@ class RunningRelay:
         async with self.http.post(self.url(path), json=body, **kwargs) as resp:
             return resp.status, await resp.json(content_type=None)
 
+    async def post_per_client(self, path: str, events: list[dict[str, Any]]) -> dict[str, int]:
+        """POST events, one request per `client` (or Atlas `user`), each from its own network.
+
+        What real traffic looks like: distinct users on distinct networks (P5). Returns the
+        summed counts of the answers, every one of which must be a 202.
+        """
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for event in events:
+            who = event.get("client", event.get("user")) if isinstance(event, dict) else None
+            groups.setdefault(repr(who), []).append(event)
+        total: dict[str, int] = {}
+        for n, group in enumerate(groups.values()):
+            status, answer = await self.post(path, {"events": group}, headers=from_network(n))
+            assert status == 202, answer
+            for key, value in answer.items():
+                if isinstance(value, int):
+                    total[key] = total.get(key, 0) + value
+        return total
+
     async def seal_after(self, seconds: float) -> int:
         self.clock.advance(seconds)
         return await self.relay.seal_due()
@@ -95,6 +114,9 @@ def make_settings(data_dir: Path) -> SettingsFactory:
             "window": {"seconds": 60, "lateness_seconds": 10},
             "privacy": {"k": 3},
             "outbox": {"ship_interval_seconds": 0.05},
+            # Loopback is a trusted proxy, so tests speak for many source networks (P5) with
+            # X-Forwarded-For: see `from_network`.
+            "ingest": {"trusted_proxies": ["127.0.0.0/8"]},
         }
         for key, value in overrides.items():
             if isinstance(value, dict) and isinstance(base.get(key), dict):
@@ -158,7 +180,7 @@ async def break_wal(relay: OperatorRelay) -> None:
     Takes one rejected-only record in the current segment (a rotation skips an empty one).
     """
     window = relay.clock() - relay.clock() % relay.window_ms
-    probe = IngestRecord(window, "ZZ", [], {"invalid": 1})
+    probe = IngestRecord(window, "ZZ", [], {"invalid": 1}, {})
     await relay.commit(probe)
     wal_dir = relay.settings.data_dir / "wal"
     last = max(int(p.name[8:20]) for p in wal_dir.glob("segment-*.wal"))
@@ -167,6 +189,16 @@ async def break_wal(relay: OperatorRelay) -> None:
     with pytest.raises(WalUnavailableError):
         await relay.commit(probe)
     assert relay.wal.failed is not None and "No space left" in relay.wal.failed
+
+
+def network_ip(n: int) -> str:
+    """An address in the n-th of distinct /24 source networks; private, so region ZZ."""
+    return f"10.{n // 256 % 256}.{n % 256}.1"
+
+
+def from_network(n: int) -> dict[str, str]:
+    """Headers that make a test request come from network n (loopback is a trusted proxy)."""
+    return {"X-Forwarded-For": network_ip(n)}
 
 
 def request_event(

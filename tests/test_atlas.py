@@ -18,7 +18,9 @@ from tests.conftest import T0_MS, RunningRelay, memory_admission, observation_fi
 from tests.test_pipeline import balance, batches, ship, summaries
 from tests.verify_support import codes, registry_of, verify
 
-CTX = RequestContext(now_ms=T0_MS + 5_000, region="EU", network_material=b"n\x00test")
+CTX = RequestContext(
+    now_ms=T0_MS + 5_000, region="EU", network_material=b"n\x00test", source_network=b"s\x00test"
+)
 USER = atlas.logged_in(1)
 ORIGIN = atlas.DISTRIBUTORS[0]
 NODE = atlas.DISTRIBUTOR_NODES[0]

@@ -18,6 +18,7 @@ from relay.ingest.atlas import scrub_atlas
 from relay.ingest.decode import decode_atlas
 from relay.ingest.scrub import RequestContext
 from relay.observation import IngestRecord
+from relay.privacy.contributor import source_network
 from relay.wal import codec
 from tests import atlas_client
 from tests.conftest import memory_admission
@@ -35,7 +36,7 @@ def test_pipeline_cost_relative_to_parsing() -> None:
     admission.closed_until_ms = 0
     windows = OpenWindows(max_events_per_contributor=50)
     windows.sealed_until_ms = 0
-    ctx = RequestContext(NOW_MS, "EU", b"n\x00bench")
+    ctx = RequestContext(NOW_MS, "EU", b"n\x00bench", source_network("192.0.2.1"))
 
     def parse_only() -> None:
         for body in bodies:
@@ -44,7 +45,10 @@ def test_pipeline_cost_relative_to_parsing() -> None:
     def pipeline() -> None:
         for body in bodies:
             result = scrub_atlas(decode_atlas(body, 1000).events, ctx, admission)
-            record = IngestRecord(NOW_MS - NOW_MS % 300_000, "EU", result.observations, {})
+            networks = admission.networks(result.observations, ctx.source_network)
+            record = IngestRecord(
+                NOW_MS - NOW_MS % 300_000, "EU", result.observations, {}, networks
+            )
             codec.encode(record)
             windows.apply(record)
 

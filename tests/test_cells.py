@@ -28,11 +28,13 @@ def test_any_valid_request_is_counted(
 ) -> None:
     # Scrub and apply are total: no value the schema admits makes either raise.
     body = orjson.dumps({"events": [request_event(ttfb_ms=ttfb, duration_ms=duration, bytes=size)]})
-    ctx = RequestContext(now_ms=60_000, region="EU", network_material=b"n\x00test")
+    ctx = RequestContext(
+        now_ms=60_000, region="EU", network_material=b"n\x00test", source_network=b"s\x00test"
+    )
     result = scrub_native(decode_native(body, 1000).events, ctx, memory_admission())
     windows = OpenWindows(max_events_per_contributor=50)
     windows.sealed_until_ms = 0
-    windows.apply(IngestRecord(60_000, "EU", result.observations, {}))
+    windows.apply(IngestRecord(60_000, "EU", result.observations, {}, {}))
     state = windows.pop(60_000)
     (cell,) = state.cells.values()
     assert (state.accepted, cell.requests) == (1, 1)
@@ -62,6 +64,7 @@ def test_memory_estimate_is_conservative() -> None:
                     for n in range(10_000)
                 ],
                 {},
+                {},  # no network keys: each contributor is its own network, the costliest case
             )
             windows.apply(record)
             del record

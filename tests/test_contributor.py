@@ -9,6 +9,7 @@ from relay.privacy.contributor import (
     client_material,
     contributor_key,
     network_material,
+    source_network,
     ua_family,
 )
 
@@ -166,6 +167,30 @@ def test_network_material_keeps_only_the_family() -> None:
     )
     assert network_material("1.2.3.4", CHROME) != network_material("1.2.3.4", FIREFOX)
     assert network_material("1.2.3.4", CHROME) != network_material("1.2.3.5", CHROME)
+
+
+@pytest.mark.parametrize(
+    ("same", "other"),
+    [
+        (["192.0.2.1", "192.0.2.254", "::ffff:192.0.2.9"], "192.0.3.1"),
+        (["2001:db8:1::1", "2001:db8:1:ffff::2"], "2001:db8:2::1"),
+    ],
+)
+def test_source_network_is_the_ipv4_24_or_ipv6_48(same: list[str], other: str) -> None:
+    assert len({source_network(ip) for ip in same}) == 1
+    assert source_network(other) != source_network(same[0])
+
+
+def test_source_networks_are_domain_separated() -> None:
+    # The IPv4 /24 192.0.2 and an IPv6 /48 with the same leading bytes stay apart, and an
+    # address-less peer (a proxy forwarding junk) is a network of its own.
+    assert source_network("192.0.2.1") != source_network("c000:0200::")
+    assert source_network("not-an-address") == b"s\x00?not-an-address"
+    assert source_network("192.0.2.1") != client_material("192.0.2.1")
+    assert all(
+        material.startswith(b"s\x00")
+        for material in (source_network("192.0.2.1"), source_network("2001:db8::1"))
+    )
 
 
 def test_client_material_accepts_any_string() -> None:

@@ -38,7 +38,13 @@ from relay.privacy.ledger import (
 )
 from relay.serve import OperatorRelay
 from relay.sinks.store import EmbeddedStore
-from tests.conftest import RunningRelay, observation, request_event, signal_event
+from tests.conftest import (
+    RunningRelay,
+    from_network,
+    observation,
+    request_event,
+    signal_event,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 NODES = [{"role": "distributor", "id": "d1"}, {"role": "storage", "id": "s1"}]
@@ -234,7 +240,7 @@ def obs(contributor: int, node: str = "d1", **fields: Any) -> Observation:
 
 
 def record(observations: Iterable[Observation], region: str = "EU") -> IngestRecord:
-    return IngestRecord(0, region, list(observations), {})
+    return IngestRecord(0, region, list(observations), {}, {})
 
 
 def test_flood_by_one_client_is_bounded_in_cells_and_events() -> None:
@@ -435,9 +441,12 @@ async def test_dp_mode_publishes_the_fixed_cells_with_noisy_integers(
         for i in range(20)
     ]
     events += [signal_event("d1", client="c1"), request_event("unlisted", client="c2")]
-    events += [request_event("d1", client="flood")] * 300
-    status, body = await running.post("/v1/events", {"events": events})
-    assert status == 202 and body["accepted"] == len(events)
+    flood = [request_event("d1", client="flood")] * 300
+    for network, sent in enumerate((events, flood)):
+        status, body = await running.post(
+            "/v1/events", {"events": sent}, headers=from_network(network)
+        )
+        assert status == 202 and body["accepted"] == len(sent)
 
     assert await running.seal_after(60 + 10) == 1
     assert await running.seal_after(60) == 1  # an empty window: the same cells, all noise

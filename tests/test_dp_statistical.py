@@ -55,7 +55,7 @@ def _cell(with_target: bool) -> Cell:
     windows = OpenWindows(M, max_cells_per_contributor=2, nodes=frozenset({("distributor", "d1")}))
     background = [_request(c) for c in range(100, 160) for _ in range(3)]  # 60 × m = 120 kept
     flood = [_request(TARGET)] * 500 if with_target else []  # bounded to m
-    windows.apply(IngestRecord(0, "EU", background + flood, {}))
+    windows.apply(IngestRecord(0, "EU", background + flood, {}, {}))
     return windows.pop(0).cells[("distributor", "d1", "EU")]
 
 

@@ -36,8 +36,14 @@ def start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
         "RELAY_DATA_DIR": str(data_dir),
         "RELAY_LISTEN__PORT": str(port),
         "RELAY_WINDOW__SECONDS": "1",
-        "RELAY_WINDOW__LATENESS_SECONDS": "0",
+        # Events carry their own `ts` (below), so a second of lateness never makes one late.
+        "RELAY_WINDOW__LATENESS_SECONDS": "1",
         "RELAY_PRIVACY__K": "2",
+        "RELAY_PRIVACY__K_NETWORKS": "2",
+        # Every request names a new node: far more per window than the default node budget.
+        "RELAY_WINDOW__MAX_NODES": "1000000",
+        # Each half of a node's events comes through loopback from its own network (P5).
+        "RELAY_INGEST__TRUSTED_PROXIES": '["127.0.0.1/32"]',
         "RELAY_PRIVACY__MAX_EVENTS_PER_CONTRIBUTOR": "20",
         "RELAY_OUTBOX__SHIP_INTERVAL_SECONDS": "0.1",
     }
@@ -65,20 +71,50 @@ async def wait_ready(session: aiohttp.ClientSession, base: str) -> None:
 class Tally:
     """Every request sent, by what its sender learnt of it.
 
-    Each request names its own node (`r<round>.<client>.<n>`) and comes from several clients,
-    so it is one published cell (k = 2, one event per client at most a third of the request,
-    far under the cap): the published summaries say exactly how many of its events were counted.
+    Each node (`r<round>.<client>.<n>`) gets its events in two halves, sent at once from two
+    source networks with the same `ts`, so one window holds them: a cell with k = 2 contributors
+    and k_networks = 2 networks when both halves count, suppressed when only one does. Far under
+    the caps, so the published summaries say exactly how many of a node's events were counted.
     """
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
-        self.answered: dict[str, int] = {}  # 202: events acknowledged
-        self.refused: dict[str, int] = {}  # another answer (503 while starting or stopping)
-        self.cut: dict[str, int] = {}  # no answer (the kill, a timeout): may or may not count
+        self.answered: dict[str, list[int]] = {}  # 202: sizes of the halves acknowledged
+        self.refused: dict[str, list[int]] = {}  # another answer (503 while starting or stopping)
+        self.cut: dict[str, list[int]] = {}  # no answer (the kill, a timeout): may or may not count
 
     @property
     def acknowledged(self) -> int:
-        return sum(self.answered.values())
+        return sum(map(sum, self.answered.values()))
+
+    def record(self, outcome: dict[str, list[int]], node: str, size: int) -> None:
+        outcome.setdefault(node, []).append(size)
+
+
+async def send_half(
+    session: aiohttp.ClientSession,
+    base: str,
+    tally: Tally,
+    node: str,
+    network: str,
+    events: list[dict[str, Any]],
+) -> None:
+    headers = {"X-Forwarded-For": network}
+    try:
+        async with session.post(
+            base + "/v1/events", json={"events": events}, headers=headers
+        ) as resp:
+            if resp.status == 202:
+                body = await resp.json()
+                assert body["accepted"] == len(events), body
+                tally.record(tally.answered, node, len(events))
+            else:
+                await resp.read()
+                tally.record(tally.refused, node, len(events))
+                await asyncio.sleep(0.05)
+    except (TimeoutError, aiohttp.ClientError):
+        tally.record(tally.cut, node, len(events))
+        await asyncio.sleep(0.05)
 
 
 async def client(
@@ -93,30 +129,23 @@ async def client(
         if stop.is_set():
             return
         node = f"r{name}.{n}"
-        size = rng.randint(2, 30)
-        events = [
-            {
-                "kind": "request",
-                "node": {"role": "distributor", "id": node},
-                "outcome": rng.choice(["ok", "ok", "timeout", "http_5xx"]),
-                "ttfb_ms": rng.uniform(1, 900),
-                "client": f"client-{j % 3}",
-            }
-            for j in range(size)
-        ]
-        try:
-            async with session.post(base + "/v1/events", json={"events": events}) as resp:
-                if resp.status == 202:
-                    body = await resp.json()
-                    assert body["accepted"] == size, body
-                    tally.answered[node] = size
-                else:
-                    await resp.read()
-                    tally.refused[node] = size
-                    await asyncio.sleep(0.05)
-        except (TimeoutError, aiohttp.ClientError):
-            tally.cut[node] = size
-            await asyncio.sleep(0.05)
+        ts = time.time_ns() // 1_000_000
+        halves = []
+        for half in range(2):
+            events = [
+                {
+                    "kind": "request",
+                    "node": {"role": "distributor", "id": node},
+                    "outcome": rng.choice(["ok", "ok", "timeout", "http_5xx"]),
+                    "ttfb_ms": rng.uniform(1, 900),
+                    "ts": ts,
+                    "client": f"client-{half}-{j % 3}",
+                }
+                for j in range(rng.randint(1, 15))
+            ]
+            network = f"10.{half}.{n % 256}.1"
+            halves.append(send_half(session, base, tally, node, network, events))
+        await asyncio.gather(*halves)
 
 
 async def drive(data_dir: Path, kills: int, seed: int) -> Tally:
@@ -147,16 +176,24 @@ async def drive(data_dir: Path, kills: int, seed: int) -> Tally:
                 await asyncio.gather(*clients)
             finally:
                 if proc.poll() is None:
-                    # Last round: let every window fall due, then stop gracefully.
-                    await asyncio.sleep(1.5)
+                    # Last round: let every window fall due (1 s + 1 s lateness), then stop.
+                    await asyncio.sleep(2.5)
                     proc.send_signal(signal.SIGTERM)
                     assert proc.wait(20) == 0, proc.stderr.read() if proc.stderr else ""
     return tally
 
 
+def subset_sums(sizes: list[int]) -> set[int]:
+    sums = {0}
+    for size in sizes:
+        sums |= {s + size for s in sums}
+    return sums
+
+
 def assert_counted_exactly(data_dir: Path, tally: Tally) -> None:
-    """Each request is counted exactly as its sender was told: an answered one once with all
-    its events, a refused one not at all, one whose answer was cut once or not at all."""
+    """Each half is counted exactly as its sender was told: an answered one once with all its
+    events, a refused one not at all, one whose answer was cut once or not at all. A node is
+    published when halves from both networks counted, else suppressed (and counted there)."""
     context = f"replay with RELAY_TEST_SEED={tally.seed}"
     docs = [d.source for d in stored_documents(data_dir)]
     chain = [d for d in docs if "att" not in d]
@@ -164,20 +201,30 @@ def assert_counted_exactly(data_dir: Path, tally: Tally) -> None:
     for summary in (d for d in docs if "att" in d):
         node = summary["node"]["id"]
         published[node] = published.get(node, 0) + summary["requests"]
-    for node, size in tally.answered.items():
-        assert published.get(node, 0) == size, (node, size, published.get(node), context)
-    for node in tally.refused:
-        assert node not in published, (node, context)
-    cut_counted = 0
-    for node, size in tally.cut.items():
-        assert published.get(node, 0) in (0, size), (node, size, published.get(node), context)
-        cut_counted += published.get(node, 0)
     assert set(published) <= set(tally.answered) | set(tally.cut), context
-    # The identity: what the batches count is what was acknowledged, plus the cut requests
-    # that reached the WAL; nothing is over the cap or suppressed by construction.
+    unpublished_answered = 0
+    unpublished_cut: list[int] = []
+    for node in set(tally.answered) | set(tally.cut) | set(tally.refused):
+        answered, cut = tally.answered.get(node, []), tally.cut.get(node, [])
+        if node in published:
+            extra = published[node] - sum(answered)
+            assert extra in subset_sums(cut), (node, answered, cut, published[node], context)
+        else:
+            # Both halves acknowledged would have made a publishable cell.
+            assert len(answered) < 2, (node, answered, context)
+            unpublished_answered += sum(answered)
+            unpublished_cut += cut
+    # The identity: the batches count what was acknowledged plus the cut halves that reached
+    # the WAL, exactly once; the suppressed part is the unpublished nodes' counted events.
+    over_cap = sum(b["stats"]["over_cap"] for b in chain)
+    suppressed = sum(b["stats"]["suppressed_events"] for b in chain)
     accepted = sum(b["stats"]["accepted"] for b in chain)
-    assert sum(b["stats"]["over_cap"] + b["stats"]["suppressed_events"] for b in chain) == 0
-    assert accepted == sum(published.values()) == tally.acknowledged + cut_counted, context
+    assert over_cap == 0, context
+    assert accepted == sum(published.values()) + suppressed, context
+    assert suppressed - unpublished_answered in subset_sums(unpublished_cut), context
+    assert accepted - tally.acknowledged in subset_sums(
+        [size for sizes in tally.cut.values() for size in sizes]
+    ), context
 
 
 def run_seed() -> int:
@@ -231,7 +278,7 @@ async def sigterm_under_load(data_dir: Path, seed: int) -> tuple[Tally, float, i
         # Restart once so that windows still open at shutdown seal, then stop cleanly.
         proc = start(data_dir, port)
         await wait_ready(session, base)
-        await asyncio.sleep(2.5)
+        await asyncio.sleep(3.0)
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 20) == 0
     return tally, took, code

@@ -28,7 +28,7 @@ from relay.serve import OperatorRelay
 from relay.sinks.documents import Document, index_name
 from relay.sinks.elasticsearch import make_client
 from relay.sinks.es_setup import SetupPlan, run_setup
-from tests.conftest import RunningRelay, request_event, signal_event
+from tests.conftest import RunningRelay, from_network, request_event, signal_event
 
 StartRelay = Callable[..., Any]
 
@@ -63,11 +63,18 @@ def window_events(tag: str) -> list[dict[str, Any]]:
 
 
 async def post_window(running: RunningRelay, tag: str) -> int:
-    """POST one window's events; every request must be accepted whatever the sink is doing."""
+    """POST one window's events, each contributor from its own network (k_networks = k = 3);
+    every request must be accepted whatever the sink is doing."""
     events = window_events(tag)
-    status, body = await running.post("/v1/events", {"events": events})
-    assert status == 202, body
-    assert body["accepted"] == len(events), body
+    by_client: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        by_client.setdefault(event["client"], []).append(event)
+    for network, mine in enumerate(by_client.values()):
+        status, body = await running.post(
+            "/v1/events", {"events": mine}, headers=from_network(network)
+        )
+        assert status == 202, body
+        assert body["accepted"] == len(mine), body
     return len(events)
 
 

@@ -136,6 +136,13 @@ OK_DOWNLOADS = _requests(
 )
 
 
+def client_network_ip(ip: str, client: str) -> str:
+    """The address client `<prefix><i>` sends from: ip moved to the i-th next /24, which lies in
+    the same country for EU_IP and NA_IP, so every client is its own source network (P5)."""
+    a, b, c, d = ip.split(".")
+    return f"{a}.{b}.{int(c) + int(client[1:])}.{d}"
+
+
 EVENTS: list[Event] = [
     # d1, EU, operator a, window 0: 4 clients x 5 requests (4 ok, 1 timeout) + 3 slow-playback
     *_requests(
@@ -242,14 +249,18 @@ async def _run_relay(root: Path, origin: str, events: list[Event]) -> Path:
     try:
         async with ClientSession() as http:
             for window in (0, 1):
-                for ip in (EU_IP, NA_IP):
-                    batch = [e.body() for e in events if e.window == window and e.ip == ip]
-                    if not batch:
-                        continue
+                # Each client from its own network in its region's country (k_networks = k).
+                sources = sorted({(e.ip, e.client) for e in events if e.window == window})
+                for ip, client in sources:
+                    batch = [
+                        e.body()
+                        for e in events
+                        if e.window == window and e.ip == ip and e.client == client
+                    ]
                     async with http.post(
                         server.make_url("/v1/events"),
                         json={"events": batch},
-                        headers={"X-Forwarded-For": ip},
+                        headers={"X-Forwarded-For": client_network_ip(ip, client)},
                     ) as resp:
                         answer = await resp.json()
                         assert resp.status == 202 and answer["rejected"] == 0, answer

@@ -12,7 +12,7 @@ import pytest
 
 from relay.attest.keys import OperatorKey
 from relay.ingest.auth import issue_session_token
-from tests.conftest import RunningRelay, request_event
+from tests.conftest import RunningRelay, from_network, request_event
 from tests.test_pipeline import batches, crash, shipped
 
 StartRelay = Callable[..., Any]
@@ -201,12 +201,17 @@ async def test_outbox_cap_gives_503_until_the_sink_drains(
         sink={"type": "ndjson", "path": str(blocker / "docs.ndjson")},
         outbox={"max_bytes": 1024 * 1024},
         ingest={"rate_limit": {"enabled": False}},
+        window={"max_cells_per_network": 300},
     )
-    # 300 published cells a window make ~600 kB of documents per batch.
-    events = [request_event(f"node-{n}", client=f"c{c}") for n in range(300) for c in range(3)]
+    # 300 published cells a window make ~600 kB of documents per batch: 3 contributors from
+    # 3 networks (k = k_networks = 3) on each node.
     statuses = []
     for _ in range(6):
-        statuses.append((await running.post("/v1/events", {"events": events[:900]}))[0])
+        for c in range(3):
+            events = [request_event(f"node-{n}", client=f"c{c}") for n in range(300)]
+            statuses.append(
+                (await running.post("/v1/events", {"events": events}, headers=from_network(c)))[0]
+            )
         await running.seal_after(70 if _ == 0 else 60)
     assert not await running.relay.shipper.ship_pending()  # the sink keeps failing
     status, body = await running.post("/v1/events", {"events": many(1)})

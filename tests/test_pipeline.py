@@ -15,10 +15,25 @@ import pytest
 from relay.attest.merkle import leaf_hash, verify_inclusion
 from relay.serve import OperatorRelay
 from relay.sinks.documents import Document
-from tests.conftest import T0_MS, RunningRelay, request_event, signal_event, stored_documents
+from tests.conftest import (
+    T0_MS,
+    RunningRelay,
+    from_network,
+    request_event,
+    signal_event,
+    stored_documents,
+)
 
-EU_IP = "81.2.69.160"  # GB
-NA_IP = "8.8.8.8"  # US
+
+def eu_ip(n: int) -> str:
+    """An address in GB in the n-th of distinct /24 source networks."""
+    return f"81.2.{69 + n}.160"
+
+
+def na_ip(n: int) -> str:
+    """An address in the US in the n-th of distinct /24 source networks."""
+    return f"8.8.{8 + n}.8"
+
 
 StartRelay = Callable[..., Any]
 
@@ -62,14 +77,15 @@ async def geo_relay(start_relay: StartRelay) -> RunningRelay:
 
 
 async def test_k_threshold_rolls_up_then_suppresses(geo_relay: RunningRelay) -> None:
+    # Every contributor sends from its own network, so k_networks = k = 3 follows k here.
     # d1: 3 EU contributors (published), 2 NA contributors (fail, roll up to ZZ, still fail).
-    for c in ("e1", "e2", "e3"):
-        await post_from(geo_relay, EU_IP, [request_event("d1", client=c, ttfb_ms=20)])
-    for c in ("n1", "n2"):
-        await post_from(geo_relay, NA_IP, [request_event("d1", "timeout", client=c)] * 2)
+    for n, c in enumerate(("e1", "e2", "e3")):
+        await post_from(geo_relay, eu_ip(n), [request_event("d1", client=c, ttfb_ms=20)])
+    for n, c in enumerate(("n1", "n2")):
+        await post_from(geo_relay, na_ip(n), [request_event("d1", "timeout", client=c)] * 2)
     # d2: 2 NA contributors + 1 unknown-region contributor: rolled up together they reach k=3.
-    for c in ("n1", "n2"):
-        await post_from(geo_relay, NA_IP, [request_event("d2", client=c)])
+    for n, c in enumerate(("n1", "n2")):
+        await post_from(geo_relay, na_ip(n), [request_event("d2", client=c)])
     await post_from(geo_relay, "10.1.2.3", [signal_event("d2", client="z1")])
 
     assert await geo_relay.seal_after(70) == 1
@@ -95,8 +111,9 @@ async def test_contribution_bound_drops_and_counts_excess(relay_server: RunningR
     flood = [request_event("d1", client="flooder")] * 60
     status, body = await relay_server.post("/v1/events", {"events": flood})
     assert (status, body["accepted"]) == (202, 60)
-    others = [request_event("d1", client=c) for c in ("a", "b")]
-    await relay_server.post("/v1/events", {"events": others})
+    for n, c in enumerate(("a", "b"), start=1):
+        others = [request_event("d1", client=c)]
+        await relay_server.post("/v1/events", {"events": others}, headers=from_network(n))
     await relay_server.seal_after(70)
     docs = await ship(relay_server)
     (batch,) = batches(docs)
@@ -153,7 +170,10 @@ async def test_every_window_yields_a_batch_and_the_chain_links(relay_server: Run
 async def test_signature_verifies_from_the_verifier_key_string_alone(
     relay_server: RunningRelay,
 ) -> None:
-    await relay_server.post("/v1/events", {"events": [request_event(client=c) for c in "abc"]})
+    for n, c in enumerate("abc"):
+        await relay_server.post(
+            "/v1/events", {"events": [request_event(client=c)]}, headers=from_network(n)
+        )
     await relay_server.seal_after(70)
     docs = await ship(relay_server)
     async with relay_server.http.get(relay_server.url("/v1/operator")) as resp:
@@ -196,15 +216,21 @@ async def test_restart_recovers_open_windows_and_spans_downtime(
     start_relay: StartRelay, make_settings: Callable[..., Any]
 ) -> None:
     first: RunningRelay = await start_relay()
-    await first.post("/v1/events", {"events": [request_event(client=c) for c in ("a", "b")]})
+    for n, c in enumerate(("a", "b")):
+        await first.post(
+            "/v1/events", {"events": [request_event(client=c)]}, headers=from_network(n)
+        )
     await crash(first)
 
     first.clock.advance(30)  # restart within the same window
     second: RunningRelay = await start_relay(make_settings())
-    # The same client in the same window after the restart stays one contributor thanks to the
-    # persisted salt: the cell has 2 contributors (< k = 3) and is suppressed. With a fresh salt
-    # "a" would count twice and the cell would be published.
-    await second.post("/v1/events", {"events": [request_event(client="a")]})
+    # The same client from the same network in the same window after the restart stays one
+    # contributor and one network thanks to the persisted salt: the cell has 2 of each (< k = 3)
+    # and is suppressed. With a fresh salt "a" and its network would count twice and the cell
+    # would be published.
+    await second.post(
+        "/v1/events", {"events": [request_event(client="a")]}, headers=from_network(0)
+    )
     await crash(second)
 
     second.clock.advance(600)  # ten windows of downtime

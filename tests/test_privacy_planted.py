@@ -620,14 +620,32 @@ async def test_relay_serve_process_leaks_nothing(tmp_path: Path) -> None:
                 assert process.poll() is None, process.stderr.read() if process.stderr else ""
                 assert time.monotonic() < deadline, "relay serve did not become ready"
                 await asyncio.sleep(0.1)
-            headers = planted_headers(markers, f"{PLANTED_IPV4}, 127.0.0.1")
-            requests = [
+            # From three source networks, so that k_networks = k = 3 publishes the cells.
+            accepted = [
                 (NATIVE, orjson.dumps({"events": native_events(markers)}), "application/json"),
                 (ATLAS, orjson.dumps({"events": atlas_events(markers)}), "text/plain"),
-                (NATIVE, orjson.dumps({"events": rejected_native_events(markers)}), "text/plain"),
-                (NATIVE, b'{"events": ["' + markers.clients[0].encode(), "application/json"),
             ]
-            for path, data, content_type in requests:
+            requests = [
+                (planted_headers(markers, hop), *request)
+                for hop in (f"{PLANTED_IPV4}, 127.0.0.1", PLANTED_IPV6, markers.forwarded)
+                for request in accepted
+            ]
+            headers = planted_headers(markers, f"{PLANTED_IPV4}, 127.0.0.1")
+            requests += [
+                (
+                    headers,
+                    NATIVE,
+                    orjson.dumps({"events": rejected_native_events(markers)}),
+                    "text/plain",
+                ),
+                (
+                    headers,
+                    NATIVE,
+                    b'{"events": ["' + markers.clients[0].encode(),
+                    "application/json",
+                ),
+            ]
+            for headers, path, data, content_type in requests:
                 async with http.post(
                     base + path, data=data, headers={**headers, "Content-Type": content_type}
                 ) as resp:
@@ -663,4 +681,4 @@ async def test_relay_serve_process_leaks_nothing(tmp_path: Path) -> None:
         source = document["_source"]
         if "att" in source:
             assert set(source) <= SUMMARY_DOC_FIELDS
-    assert_nothing_planted(corpus, markers, [PLANTED_IPV4])
+    assert_nothing_planted(corpus, markers, [PLANTED_IPV4, PLANTED_IPV6])

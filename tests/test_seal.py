@@ -14,7 +14,7 @@ from relay.aggregate.cells import OpenWindows, WindowState
 from relay.attest.batch import ZERO_HASH, verify_batch
 from relay.attest.checkpoint import open_checkpoint
 from relay.attest.keys import OperatorKey
-from relay.config import PrivacyConfig, Settings
+from relay.config import PrivacyConfig, Settings, WindowConfig
 from relay.observation import IngestRecord
 from relay.seal.batch import Span, plan_spans, seal_span
 from relay.seal.release import DpPolicy, KThresholdPolicy, release_policy
@@ -38,6 +38,7 @@ def state_with(start_ms: int, cells: int = 2, contributors: int = 3) -> WindowSt
                 for c in range(contributors)
             ],
             {"late": 1},
+            {},  # no source network keys: each contributor counts as its own network
         )
     )
     return windows.pop(start_ms)
@@ -74,7 +75,7 @@ def key() -> OperatorKey:
 
 
 def k_policy(k: int = 3) -> KThresholdPolicy:
-    return KThresholdPolicy(PrivacyConfig(k=k))
+    return KThresholdPolicy(PrivacyConfig(k=k), WindowConfig())
 
 
 def test_seal_span_signs_a_verifiable_batch_with_its_documents_and_checkpoint(
@@ -142,9 +143,9 @@ def test_k_threshold_policy_publishes_cells_with_k_contributors_and_counts_the_r
 
 def test_dp_policy_signs_stats_of_the_noisy_summaries_only() -> None:
     privacy = PrivacyConfig(mode="dp", nodes=[{"role": "distributor", "id": "d0"}], geo="none")
-    policy = release_policy(privacy, 300)
+    policy = release_policy(privacy, WindowConfig(seconds=300))
     assert isinstance(policy, DpPolicy)
-    assert isinstance(release_policy(PrivacyConfig(), 300), KThresholdPolicy)
+    assert isinstance(release_policy(PrivacyConfig(), WindowConfig()), KThresholdPolicy)
     state = state_with(T0_MS, cells=2, contributors=3)
     release = policy.release(state, T0_MS, T0_MS + W)
     assert [(s["node"]["id"], s["region"]) for s in release.summaries] == [("d0", "ZZ")]
@@ -196,6 +197,7 @@ async def test_window_state_and_wal_stay_until_the_outbox_commit_succeeds(
                     for n in range(20)
                     for c in range(3)
                 ],
+                {},
                 {},
             )
         )

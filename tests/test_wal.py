@@ -17,7 +17,7 @@ from tests.conftest import T0_MS, observation
 
 
 def record(n: int) -> IngestRecord:
-    return IngestRecord(T0_MS, "EU", [observation(n, f"d{n}", window_start_ms=T0_MS)], {})
+    return IngestRecord(T0_MS, "EU", [observation(n, f"d{n}", window_start_ms=T0_MS)], {}, {})
 
 
 class Applied(list[IngestRecord]):

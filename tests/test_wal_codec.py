@@ -38,17 +38,22 @@ _observations = st.tuples(
     region=st.sampled_from(["EU", "NA", "ZZ"]),
     observations=st.lists(_observations, max_size=20),
     rejected=st.dictionaries(st.sampled_from(["invalid", "late", "too_old"]), st.integers(1, 99)),
+    networks=st.dictionaries(st.integers(0, 2**45), st.integers(0, 2**64 - 1), max_size=3),
 )
 def test_records_round_trip(
-    arrival: int, region: str, observations: list[Any], rejected: dict[str, int]
+    arrival: int,
+    region: str,
+    observations: list[Any],
+    rejected: dict[str, int],
+    networks: dict[int, int],
 ) -> None:
-    record = IngestRecord(arrival, region, observations, rejected)
+    record = IngestRecord(arrival, region, observations, rejected, networks)
     ((_, payload),) = codec.iter_frames(codec.encode(record))
     assert codec.decode_payload(payload) == record
 
 
 def test_a_torn_or_altered_frame_is_reported() -> None:
-    frame = codec.encode(IngestRecord(60_000, "EU", [], {"invalid": 1}))
+    frame = codec.encode(IngestRecord(60_000, "EU", [], {"invalid": 1}, {}))
     with pytest.raises(codec.CorruptRecord, match="past the end"):
         list(codec.iter_frames(frame[:-1]))
     altered = frame[:-2] + bytes([frame[-2] ^ 1]) + frame[-1:]
@@ -76,15 +81,39 @@ def test_format_1_records_replay_with_their_timings_bucketed() -> None:
     ]
 
 
-def test_a_record_of_an_unknown_format_is_corrupt() -> None:
-    ((_, payload),) = codec.iter_frames(_frame(orjson.dumps([3, 60_000, "EU", [], {}])))
+def test_format_2_records_replay_without_network_keys() -> None:
+    # As relay wrote them before source networks: each contributor is then its own network.
+    request = [60_000, 7, "distributor", "d1", "request", "ok", "download", None, 3, 4, 10, 5]
+    ((_, payload),) = codec.iter_frames(
+        _frame(orjson.dumps([2, 60_000, "EU", [request], {"invalid": 1}]))
+    )
+    assert codec.decode_payload(payload) == IngestRecord(
+        60_000, "EU", [tuple(request)], {"invalid": 1}, {}
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [[4, 60_000, "EU", [], {}, []], [3, 60_000, "EU", [], {}], [2, 60_000, "EU", [], {}, []]],
+)
+def test_a_record_of_an_unknown_format_is_corrupt(value: Any) -> None:
+    ((_, payload),) = codec.iter_frames(_frame(orjson.dumps(value)))
     with pytest.raises(codec.CorruptRecord, match="format"):
         codec.decode_payload(payload)
 
 
 @pytest.mark.parametrize(
     "value",
-    [7, "x", [], [60_000, [[]], {}], [60_000, [[1, 2]], {}], [2, 60_000, "EU", [[1]], {}]],
+    [
+        7,
+        "x",
+        [],
+        [60_000, [[]], {}],
+        [60_000, [[1, 2]], {}],
+        [2, 60_000, "EU", [[1]], {}],
+        [3, 60_000, "EU", [], {}, [[1, 2, 3]]],
+        [3, 60_000, "EU", [], {}, 5],
+    ],
 )
 def test_a_malformed_record_with_a_good_checksum_is_corrupt(value: Any) -> None:
     # Replay sets the segment aside on CorruptRecord; any other exception would stop the relay.

@@ -22,7 +22,13 @@ from relay.attest.merkle import CompactRange, inclusion_proofs, leaf_hash, root
 from relay.registry import Registry
 from relay.sinks.documents import Document
 from relay.verify import VerificationReport, verify_documents
-from tests.conftest import RunningRelay, request_event, signal_event, stored_documents
+from tests.conftest import (
+    RunningRelay,
+    from_network,
+    request_event,
+    signal_event,
+    stored_documents,
+)
 
 ORIGIN = "test.relay/one"
 
@@ -32,20 +38,24 @@ def b64(data: bytes) -> str:
 
 
 async def run_windows(running: RunningRelay, windows: int) -> None:
-    """Publish two cells (k = 3) in each of ``windows`` windows, sealing each one.
+    """Publish two cells (k = 3, each contributor from its own network) in each of ``windows``
+    windows, sealing each one.
 
     The clock is inside the first open window; it is moved just past that window's seal time
     (60 s windows, 10 s lateness), so each seal makes exactly one batch.
     """
     for _ in range(windows):
-        events = [
-            request_event(node, client=f"c{j}", ttfb_ms=10 * (j + 1), bytes=1000 * j)
-            for node in ("d1", "d2")
-            for j in range(3)
-        ]
-        events.append(signal_event("d1", client="c0"))
-        status, body = await running.post("/v1/events", {"events": events})
-        assert status == 202 and body["accepted"] == len(events), body
+        for j in range(3):
+            events = [
+                request_event(node, client=f"c{j}", ttfb_ms=10 * (j + 1), bytes=1000 * j)
+                for node in ("d1", "d2")
+            ]
+            if j == 0:
+                events.append(signal_event("d1", client="c0"))
+            status, body = await running.post(
+                "/v1/events", {"events": events}, headers=from_network(j)
+            )
+            assert status == 202 and body["accepted"] == len(events), body
         due_ms = running.relay.windows.sealed_until_ms + 60_000 + 10_000 + 1_000
         assert await running.seal_after((due_ms - running.clock()) / 1000) == 1
 

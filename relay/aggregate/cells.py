@@ -1,8 +1,15 @@
 """Per-window, per-cell accumulation of observations, with contribution bounding (P4).
 
 A cell is (node role, node id, region). It keeps counts, sums and log-scale histograms (P6: no
-minimum, maximum or any single event's value survives), plus each contributor's event count,
-which serves both the bound of P4 and the distinct count of P5.
+minimum, maximum or any single event's value survives), plus each contributor's and each source
+network's event count, which serve both the bounds of P4 and the distinct counts of P5.
+
+Node ids come from what clients send (Atlas names distributors by URL host), so the node space is
+bounded per window too: at most `max_nodes` distinct nodes, and at most `max_cells_per_network`
+new cells opened by one source network. An event whose cell would be past either budget is
+dropped and counted (`over_budget`, part of `over_cap`), so a flood of invented nodes costs
+memory in proportion to the networks behind it, and never refuses honest clients. Nodes on the
+known-node list (`privacy.nodes`) are exempt, so a flood cannot crowd them out.
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ class Cell:
         "bytes_total",
         "contributors",
         "duration",
+        "networks",
         "tally",
         "throughput",
         "ttfb",
@@ -66,6 +74,7 @@ class Cell:
 
     def __init__(self) -> None:
         self.contributors: dict[int, int] = {}
+        self.networks: dict[int, int] = {}  # events per source network key
         # Events by (kind, name, op): one dict update per event on the hot path; the published
         # outcomes, ops and signals are derived from it.
         self.tally: dict[EventLabel, int] = {}
@@ -113,8 +122,8 @@ class Cell:
 
     def merge(self, other: Cell) -> None:
         """Fold `other` into this cell (the roll-up of P5); contributor counts add up."""
-        for contributor, count in other.contributors.items():
-            self.contributors[contributor] = self.contributors.get(contributor, 0) + count
+        _add_into(self.contributors, other.contributors)
+        _add_into(self.networks, other.networks)
         _add_into(self.tally, other.tally)
         _add_into(self.assets, other.assets)
         _add_into(self.ttfb, other.ttfb)
@@ -151,31 +160,52 @@ class WindowState:
     cells: dict[CellKey, Cell] = field(default_factory=dict)
     accepted: int = 0
     over_cap: int = 0
+    # The part of over_cap dropped by the node budgets (max_nodes, max_cells_per_network).
+    over_budget: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     # dp mode only: events for nodes outside the published list, and cells per contributor.
     unlisted: int = 0
     cells_touched: dict[int, int] = field(default_factory=dict)
+    # The node budgets: distinct (role, node id), and cells opened per source network.
+    nodes: set[tuple[str, str]] = field(default_factory=set)
+    cells_opened: dict[int, int] = field(default_factory=dict)
 
 
 class OpenWindows:
     """The aggregator: applies WAL records to the windows they belong to.
 
     `apply` is deterministic in its input, so replaying the WAL rebuilds the exact state, including
-    which events were over the cap.
+    which events were over a cap or a budget.
+
+    Bounds (P4): an event is dropped and counted as over_cap when its contributor already added
+    `max_events_per_contributor` to the cell, or its source network `max_events_per_network`
+    (client-supplied ids refine bounding within a network, never widen it), or its cell would be
+    past the node budgets (`max_nodes`, `max_cells_per_network`; also counted as over_budget).
 
     In dp mode (P7) two more bounds apply: events for nodes outside `nodes` are dropped and
     counted (`unlisted`), and a contributor adds to at most `max_cells_per_contributor` cells per
-    window; an event for a further cell is dropped and counted as over_cap.
+    window; an event for a further cell is dropped and counted as over_cap. In aggregate mode
+    `known_nodes` (optional) only exempts the listed nodes from the node budgets.
     """
 
     def __init__(
         self,
         max_events_per_contributor: int,
         *,
+        max_events_per_network: int | None = None,
+        max_nodes: int | None = None,
+        max_cells_per_network: int | None = None,
+        known_nodes: frozenset[tuple[str, str]] = frozenset(),
         max_cells_per_contributor: int | None = None,
         nodes: frozenset[tuple[str, str]] | None = None,
     ) -> None:
         self._cap = max_events_per_contributor
+        self._network_cap = (
+            max_events_per_contributor if max_events_per_network is None else max_events_per_network
+        )
+        self._max_nodes = max_nodes
+        self._cells_per_network = max_cells_per_network
+        self._known = known_nodes
         self._cells_cap = max_cells_per_contributor
         self._nodes = nodes
         self._windows: dict[int, WindowState] = {}
@@ -203,9 +233,31 @@ class OpenWindows:
     def pop(self, start_ms: int) -> WindowState:
         state = self._windows.pop(start_ms, None) or WindowState(start_ms)
         self._cells -= len(state.cells)
-        self._entries -= sum(len(cell.contributors) for cell in state.cells.values())
-        self._entries -= len(state.cells_touched)
+        self._entries -= sum(
+            len(cell.contributors) + len(cell.networks) for cell in state.cells.values()
+        )
+        self._entries -= len(state.cells_touched) + len(state.nodes) + len(state.cells_opened)
         return state
+
+    def _open_cell(self, state: WindowState, role: str, node_id: str, network: int) -> bool:
+        """Whether a new cell for this node may be opened by this network (the node budgets)."""
+        node = (role, node_id)
+        if node in self._known:
+            return True
+        new_node = node not in state.nodes
+        if new_node and self._max_nodes is not None and len(state.nodes) >= self._max_nodes:
+            return False
+        opened = state.cells_opened.get(network, 0)
+        if self._cells_per_network is not None:
+            if opened >= self._cells_per_network:
+                return False
+            if not opened:
+                self._entries += 1
+            state.cells_opened[network] = opened + 1
+        if new_node:
+            state.nodes.add(node)
+            self._entries += 1
+        return True
 
     def apply(self, record: IngestRecord) -> None:
         # Windows already sealed (their batches are in the outbox) are skipped: on replay this is
@@ -214,10 +266,13 @@ class OpenWindows:
         if record.rejected and record.arrival_window_ms >= sealed:
             self.window(record.arrival_window_ms).rejected.update(record.rejected)
         region = record.region
+        networks = record.networks
         cap = self._cap
+        network_cap = self._network_cap
         cells_cap = self._cells_cap
         nodes = self._nodes
         state: WindowState | None = None
+        network: int | None = None
         for (
             window,
             contributor,
@@ -237,6 +292,9 @@ class OpenWindows:
                 if window < sealed:
                     continue
                 state = self.window(window)
+                network = networks.get(window)
+            # A record from before source networks (WAL format 2): the contributor is the network.
+            source = contributor if network is None else network
             state.accepted += 1
             if nodes is not None and (role, node_id) not in nodes:
                 state.unlisted += 1
@@ -244,10 +302,15 @@ class OpenWindows:
             key = (role, node_id, region)
             cell = state.cells.get(key)
             if cell is None:
+                if not self._open_cell(state, role, node_id, source):
+                    state.over_cap += 1
+                    state.over_budget += 1
+                    continue
                 cell = state.cells[key] = Cell()
                 self._cells += 1
             seen = cell.contributors.get(contributor, 0)
-            if seen >= cap:
+            from_network = cell.networks.get(source, 0)
+            if seen >= cap or from_network >= network_cap:
                 state.over_cap += 1
                 continue
             if not seen:
@@ -260,7 +323,10 @@ class OpenWindows:
                         self._entries += 1
                     state.cells_touched[contributor] = touched + 1
                 self._entries += 1
+            if not from_network:
+                self._entries += 1
             cell.contributors[contributor] = seen + 1
+            cell.networks[source] = from_network + 1
             # Counted inline rather than by a Cell method: this loop runs once per event, and
             # the call alone was a fifth of it.
             label = (kind, name, op)

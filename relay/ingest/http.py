@@ -25,7 +25,7 @@ from relay.ingest.native import scrub_native
 from relay.ingest.problem import Problem, http_error_problem, problem_response
 from relay.ingest.scrub import Admission, RequestContext, ScrubResult
 from relay.observation import IngestRecord
-from relay.privacy.contributor import network_material
+from relay.privacy.contributor import network_material, source_network
 from relay.wal.log import WalFullError, WalUnavailableError
 
 if TYPE_CHECKING:
@@ -205,6 +205,7 @@ def create_app(relay: OperatorRelay) -> web.Application:
             now_ms=now_ms,
             region=relay.resolver.resolve(ip),
             network_material=network_material(ip, request.headers.get("User-Agent")),
+            source_network=source_network(ip),
         )
         result = scrub(events, ctx, relay.admission)
         if overflow:
@@ -218,6 +219,7 @@ def create_app(relay: OperatorRelay) -> web.Application:
                 region=ctx.region,
                 observations=result.observations,
                 rejected=rejected,
+                networks=relay.admission.networks(result.observations, ctx.source_network),
             )
             try:
                 await relay.commit(record)

@@ -1,14 +1,15 @@
 """Turning validated input into scrubbed observations: window, contributor key, region.
 
 Everything identifying enters here and only derived values leave: the event time becomes a window
-start, `client` (or IP + User-Agent family) becomes a keyed per-window hash (P2), the IP becomes a
-macro-region (P3). Native and Atlas handlers both go through `Admission`.
+start, `client` (or IP + User-Agent family) becomes a keyed per-window hash (P2), the IP's source
+network another (P4, P5, P8), the IP a macro-region (P3). Native and Atlas handlers both go
+through `Admission`.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ class RequestContext:
     now_ms: int
     region: str
     network_material: bytes  # IP + User-Agent family, only ever fed to the keyed hash
+    source_network: bytes  # the IP's /24 or /48 (contributor.source_network), likewise
 
 
 @dataclass
@@ -94,8 +96,19 @@ class Admission:
         return start
 
     def contributor(self, window_start_ms: int, material: bytes) -> int:
+        """The keyed hash of `material` (client or network material) under the window's salt."""
         salt = self._salts.salt_for(window_start_ms)
         if window_start_ms not in self._persisted:
             self._persist_salt(window_start_ms, salt)
             self._persisted.add(window_start_ms)
         return int.from_bytes(contributor_key(salt, material), "big")
+
+    def networks(self, observations: Iterable[Observation], material: bytes) -> dict[int, int]:
+        """The request's source network key in each window its observations fall in.
+
+        The same keyed hash as a contributor's, under each window's salt (P8): a network's key
+        links its events within a window and nowhere else. `material` is
+        `contributor.source_network`, domain-separated from every contributor material.
+        """
+        windows = {observation[0] for observation in observations}
+        return {window: self.contributor(window, material) for window in sorted(windows)}

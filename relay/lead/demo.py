@@ -42,6 +42,9 @@ __all__ = ["generate", "main"]
 WINDOW_S = 60
 MARKER = ".relay-demo"  # a directory with this file may be wiped and made again
 IPS = {"EU": "81.2.69.160", "NA": "8.8.8.8", "AS": "1.0.16.1"}
+# A region's users sit on this many source networks (/24s after IPS, in the same country): a
+# cell needs privacy.k_networks (= k) distinct networks as well as k contributors (P5).
+NETWORKS_PER_REGION = 8
 OPERATORS = {  # origin -> the regions its users are in; the last one is not registered
     "demo.relay/eu-1": ("EU", "AS"),
     "demo.relay/us-1": ("NA",),
@@ -128,6 +131,12 @@ def _events(rng: secrets.SystemRandom, ago: float, region: str) -> list[dict[str
     return events
 
 
+def _network_ip(region: str, network: int) -> str:
+    """An address of the region's n-th network: the n-th /24 after IPS[region]."""
+    a, b, c, d = IPS[region].split(".")
+    return f"{a}.{b}.{int(c) + network}.{d}"
+
+
 class _Clock:
     def __init__(self, ms: int) -> None:
         self.ms = ms
@@ -162,10 +171,15 @@ async def _operator(root: Path, origin: str, start_ms: int, end_ms: int) -> Path
             while clock.ms + WINDOW_S * 1000 <= end_ms:
                 ago = (end_ms - clock.ms) / 60_000
                 for region in OPERATORS[origin]:
-                    body = {"events": _events(rng, ago, region)}
-                    headers = {"X-Forwarded-For": IPS[region]}
-                    async with http.post(url, json=body, headers=headers) as resp:
-                        resp.raise_for_status()
+                    by_network: dict[int, list[dict[str, Any]]] = {}
+                    for event in _events(rng, ago, region):
+                        user = int(event["client"].rsplit("-", 1)[1])
+                        by_network.setdefault(user % NETWORKS_PER_REGION, []).append(event)
+                    for network, events in sorted(by_network.items()):
+                        headers = {"X-Forwarded-For": _network_ip(region, network)}
+                        body = {"events": events}
+                        async with http.post(url, json=body, headers=headers) as resp:
+                            resp.raise_for_status()
                 clock.ms += WINDOW_S * 1000
                 await relay.seal_due()
         await relay.shipper.ship_pending()

@@ -5,6 +5,10 @@ crash recovery may persist it next to the WAL, and that copy must go with the WA
 that nobody, the operator included, can link a key to a client, or keys of different windows to
 each other. A plain or unkeyed hash would be reversible by hashing guesses, so there is none here.
 
+The same keyed hash, over the client's source network (IPv4 /24, IPv6 /48) instead of its id,
+gives the network key (P8): it counts distinct networks (P5) and bounds one network's events
+(P4), so that clients a single network invents neither make a cell publishable nor move it.
+
 The key is truncated to CONTRIBUTOR_KEY_BYTES = 8 bytes (64 bits). It only serves distinct
 counting (P5) and per-contributor bounding (P4) within one window. With n contributors in a window
 the chance that any two share a key is about n²/2⁶⁵: 2.7·10⁻⁸ for a million contributors. A
@@ -15,6 +19,7 @@ never exposes anything.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import secrets
 from typing import Final
 
@@ -25,6 +30,7 @@ __all__ = [
     "client_material",
     "contributor_key",
     "network_material",
+    "source_network",
     "ua_family",
 ]
 
@@ -92,6 +98,24 @@ def network_material(ip: str, user_agent: str | None) -> bytes:
     """Material for a client without an id: its address and coarse browser family."""
     family = ua_family(user_agent).encode("ascii")
     return b"n\x00" + ip.encode("utf-8", "surrogatepass") + b"\x00" + family
+
+
+def source_network(ip: str) -> bytes:
+    """Material for the client's source network (P4, P5): its IPv4 /24 or IPv6 /48.
+
+    One network then counts once towards k however many clients it invents, and bounds their
+    events together. An IPv4-mapped IPv6 address is its IPv4 address. A peer that is not an
+    address at all (a trusted proxy forwarded something else) is its own network.
+    """
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return b"s\x00?" + ip.encode("utf-8", "surrogatepass")
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv4Address):
+        return b"s\x004" + address.packed[:3]
+    return b"s\x006" + address.packed[:6]
 
 
 _MOBILE = {

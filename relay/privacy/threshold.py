@@ -1,8 +1,10 @@
 """k-threshold with roll-up (P5).
 
-A (node, region) cell is published only when at least k distinct contributors stand behind it.
-The failing cells of a node, together with its unknown-region cell, roll up into (node, ZZ); if
-that still has fewer than k contributors it is suppressed and counted. Published totals are sums of
+A (node, region) cell is published only when at least k distinct contributors and at least
+k_networks distinct source networks stand behind it: contributors are whatever ids clients send,
+so one network could invent k of them, while networks (IPv4 /24, IPv6 /48) it cannot. The failing
+cells of a node, together with its unknown-region cell, roll up into (node, ZZ); if that still
+falls short of either threshold it is suppressed and counted. Published totals are sums of
 published cells only, so no subtraction of published numbers reveals a suppressed cell.
 """
 
@@ -24,7 +26,11 @@ class Publication:
     suppressed_events: int
 
 
-def apply_threshold(cells: Mapping[CellKey, Cell], k: int) -> Publication:
+def apply_threshold(
+    cells: Mapping[CellKey, Cell], k: int, k_networks: int | None = None
+) -> Publication:
+    """The publishable cells; `k_networks` defaults to k."""
+    k_net = k if k_networks is None else k_networks
     by_node: dict[tuple[str, str], list[tuple[str, Cell]]] = {}
     for (role, node_id, region), cell in cells.items():
         by_node.setdefault((role, node_id), []).append((region, cell))
@@ -35,14 +41,14 @@ def apply_threshold(cells: Mapping[CellKey, Cell], k: int) -> Publication:
         rollup = Cell()
         rolled = 0
         for region, cell in regions:
-            if region != UNKNOWN and len(cell.contributors) >= k:
+            if region != UNKNOWN and len(cell.contributors) >= k and len(cell.networks) >= k_net:
                 published.append(((role, node_id, region), cell))
             else:
                 rollup.merge(cell)
                 rolled += 1
         if not rolled:
             continue
-        if len(rollup.contributors) >= k:
+        if len(rollup.contributors) >= k and len(rollup.networks) >= k_net:
             published.append(((role, node_id, UNKNOWN), rollup))
         else:
             suppressed_cells += rolled

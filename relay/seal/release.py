@@ -14,7 +14,7 @@ from relay.privacy.dp_release import DpRelease
 from relay.privacy.threshold import apply_threshold
 
 if TYPE_CHECKING:
-    from relay.config import PrivacyConfig
+    from relay.config import PrivacyConfig, WindowConfig
 
 __all__ = ["DpPolicy", "KThresholdPolicy", "Release", "ReleasePolicy", "release_policy"]
 
@@ -53,23 +53,43 @@ def exact_stats(
         "rejected": sum(rejected.values()),
         **rejected,
         "over_cap": state.over_cap,
+        "over_budget": state.over_budget,
         "suppressed_cells": suppressed_cells,
         "suppressed_events": suppressed_events,
         "unsupported_type": state.rejected.get("unsupported_type", 0),
     }
 
 
+def _open_windows(
+    privacy: PrivacyConfig, window: WindowConfig, *, dp_nodes: frozenset[tuple[str, str]] | None
+) -> OpenWindows:
+    """The aggregator with the bounds of P4 and the node budgets, in either mode."""
+    known_nodes = frozenset((node.role, node.id) for node in privacy.nodes)
+    return OpenWindows(
+        privacy.max_events_per_contributor,
+        max_events_per_network=privacy.network_cap,
+        max_nodes=window.max_nodes,
+        max_cells_per_network=window.max_cells_per_network,
+        known_nodes=known_nodes,
+        max_cells_per_contributor=None if dp_nodes is None else privacy.max_cells_per_contributor,
+        nodes=dp_nodes,
+    )
+
+
 @dataclass(frozen=True)
 class KThresholdPolicy:
-    """Aggregate mode: cells with k contributors, the rest rolled up or suppressed (P5)."""
+    """Aggregate mode: cells with k contributors and k_networks source networks, the rest
+    rolled up or suppressed (P5)."""
 
     privacy: PrivacyConfig
+    window: WindowConfig
 
     def open_windows(self) -> OpenWindows:
-        return OpenWindows(self.privacy.max_events_per_contributor)
+        return _open_windows(self.privacy, self.window, dp_nodes=None)
 
     def release(self, state: WindowState, start_ms: int, end_ms: int) -> Release:
-        publication = apply_threshold(state.cells, self.privacy.k)
+        privacy = self.privacy
+        publication = apply_threshold(state.cells, privacy.k, privacy.network_threshold)
         summaries = [cell.summary(key, start_ms, end_ms) for key, cell in publication.cells]
         stats = exact_stats(state, publication.suppressed_cells, publication.suppressed_events)
         return Release(summaries, stats, stats)
@@ -79,7 +99,9 @@ class KThresholdPolicy:
         return {
             "mode": p.mode,
             "k": p.k,
+            "k_networks": p.network_threshold,
             "max_events_per_contributor": p.max_events_per_contributor,
+            "max_events_per_network": p.network_cap,
             "geo": p.geo,
         }
 
@@ -89,14 +111,11 @@ class DpPolicy:
     """dp mode: a fixed publication with noisy counts (relay/privacy/dp_release.py)."""
 
     privacy: PrivacyConfig
+    window: WindowConfig
     dp: DpRelease
 
     def open_windows(self) -> OpenWindows:
-        return OpenWindows(
-            self.privacy.max_events_per_contributor,
-            max_cells_per_contributor=self.privacy.max_cells_per_contributor,
-            nodes=self.dp.nodes,
-        )
+        return _open_windows(self.privacy, self.window, dp_nodes=self.dp.nodes)
 
     def release(self, state: WindowState, start_ms: int, end_ms: int) -> Release:
         summaries = self.dp.summaries(state.cells, start_ms, end_ms)
@@ -109,7 +128,7 @@ class DpPolicy:
         return self.dp.header()
 
 
-def release_policy(privacy: PrivacyConfig, window_seconds: int) -> ReleasePolicy:
+def release_policy(privacy: PrivacyConfig, window: WindowConfig) -> ReleasePolicy:
     if privacy.mode == "dp":
-        return DpPolicy(privacy, DpRelease.from_config(privacy, window_seconds))
-    return KThresholdPolicy(privacy)
+        return DpPolicy(privacy, window, DpRelease.from_config(privacy, window.seconds))
+    return KThresholdPolicy(privacy, window)

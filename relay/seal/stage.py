@@ -162,7 +162,8 @@ class SealStage:
         self._windows.pop(span.start_ms)
         stats = batch.exact_stats
         self._metrics.batches_signed.inc()
-        self._metrics.dropped.labels("over_cap").inc(stats["over_cap"])
+        self._metrics.dropped.labels("over_cap").inc(stats["over_cap"] - stats["over_budget"])
+        self._metrics.dropped.labels("over_budget").inc(stats["over_budget"])
         self._metrics.dropped.labels("suppressed").inc(stats["suppressed_events"])
         self._metrics.suppressed_cells.inc(stats["suppressed_cells"])
         self._metrics.seal_duration.observe(time.perf_counter() - started)

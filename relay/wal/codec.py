@@ -1,9 +1,13 @@
 """WAL record encoding: one frame per ingest request.
 
 Frame = u32 little-endian payload length ‖ u32 CRC-32 of the payload ‖ payload, where the payload
-is the JSON array `[FORMAT, arrival_window_ms, region, [observation, ...], {reason: count}]` and an
-observation is the positional array of `Observation`'s fields. Positional arrays keep frames
-small; the CRC lets replay tell a torn or corrupt tail from a good record.
+is the JSON array `[3, arrival_window_ms, region, [observation, ...], {reason: count},
+[[window_start_ms, network_key], ...]]` and an observation is the positional array of
+`Observation`'s fields. Positional arrays keep frames small; the CRC lets replay tell a torn or
+corrupt tail from a good record. The network keys are keyed hashes under the window salt (P8).
+
+Format 2 is format 3 without the network keys (`[2, arrival_window_ms, region, observations,
+rejected]`); its records decode with no network keys, each contributor its own network.
 
 Format 1 (relay 0.1 before the fast ingest path) had no format number: `[arrival_window_ms,
 [observation, ...], {reason: count}]`, each observation with its region and raw timings in ms.
@@ -25,7 +29,7 @@ __all__ = ["HEADER", "CorruptRecord", "decode_payload", "encode", "iter_frames"]
 
 HEADER = struct.Struct("<II")
 MAX_PAYLOAD = 64 * 1024 * 1024
-FORMAT = 2
+FORMAT = 3
 _FIELDS = 12  # of an Observation
 
 
@@ -41,6 +45,8 @@ def encode(record: IngestRecord) -> bytes:
             record.region,
             record.observations,
             dict(record.rejected),
+            # Pairs, not an object: JSON object keys are strings.
+            list(record.networks.items()),
         ]
     )
     return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
@@ -51,14 +57,19 @@ def decode_payload(payload: bytes) -> IngestRecord:
         fields = orjson.loads(payload)
         if len(fields) == 3:
             return _format_1(*fields)
-        version, arrival, region, observations, rejected = fields
-        if version != FORMAT:
-            raise ValueError(f"record format {version!r}, expected {FORMAT}")
+        version, arrival, region, observations, rejected, *rest = fields
+        if (version, len(rest)) not in ((2, 0), (FORMAT, 1)):
+            raise ValueError(f"record format {version!r} with {len(fields)} fields")
+        networks = {window: key for window, key in rest[0]} if rest else {}
         converted = [tuple(observation) for observation in observations]
         if any(len(observation) != _FIELDS for observation in converted):
             raise ValueError("an observation of the wrong shape")
         return IngestRecord(
-            arrival_window_ms=arrival, region=region, observations=converted, rejected=rejected
+            arrival_window_ms=arrival,
+            region=region,
+            observations=converted,
+            rejected=rejected,
+            networks=networks,
         )
     except (orjson.JSONDecodeError, TypeError, ValueError, IndexError) as exc:
         raise CorruptRecord(f"undecodable record: {exc}") from None
@@ -100,7 +111,7 @@ def _format_1(
                 throughput_bucket(size, duration),
             )
         )
-    return IngestRecord(arrival, region, converted, rejected)
+    return IngestRecord(arrival, region, converted, rejected, {})
 
 
 def iter_frames(data: bytes) -> Iterator[tuple[int, bytes]]:
