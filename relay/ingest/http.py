@@ -19,7 +19,7 @@ from relay.aggregate.window import window_start
 from relay.ingest.atlas import scrub_atlas
 from relay.ingest.auth import Authenticator, AuthError, Credential
 from relay.ingest.body import read_body
-from relay.ingest.decode import decode_atlas, decode_native
+from relay.ingest.decode import decode_atlas, decode_native, too_many_events
 from relay.ingest.limits import RateLimiter
 from relay.ingest.native import scrub_native
 from relay.ingest.problem import Problem, http_error_problem, problem_response
@@ -35,7 +35,7 @@ __all__ = ["create_app", "runner_options"]
 
 _Event = TypeVar("_Event")
 # An endpoint is a decoder and the scrub that takes what it decodes.
-Decode = Callable[[bytes], Sequence[_Event]]
+Decode = Callable[[bytes, int], Sequence[_Event]]  # (body, max_events)
 Scrub = Callable[[Sequence[_Event], RequestContext, Admission], ScrubResult]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -203,14 +203,9 @@ def create_app(relay: OperatorRelay) -> web.Application:
         ip = _client_ip(request, trusted)
         limits.check(ip, credential, None)
         body = await read_body(request, ingest.max_body_bytes, ingest.body_timeout_seconds)
-        events = decode(body)
+        events = decode(body, ingest.max_events_per_request)
         if len(events) > ingest.max_events_per_request:
-            raise Problem(
-                413,
-                "too-many-events",
-                "Too many events in one request",
-                f"at most {ingest.max_events_per_request} events per request",
-            )
+            raise too_many_events(ingest.max_events_per_request)
         limits.check(ip, credential, len(events))
         ctx = RequestContext(
             now_ms=now_ms,
