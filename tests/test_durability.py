@@ -35,6 +35,7 @@ def start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
         "RELAY_ORIGIN": "durability.test/one",
         "RELAY_DATA_DIR": str(data_dir),
         "RELAY_LISTEN__PORT": str(port),
+        "RELAY_METRICS__LISTEN__PORT": "0",  # not scraped here
         "RELAY_WINDOW__SECONDS": "1",
         "RELAY_WINDOW__LATENESS_SECONDS": "0",
         "RELAY_PRIVACY__K": "2",

@@ -10,15 +10,25 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
+import yaml
 from aiohttp.test_utils import TestServer
 
 from relay.attest.keys import OperatorKey
+from relay.cli import main
+from relay.config import Settings
 from relay.ingest.auth import issue_session_token
 from relay.lead.api import create_lead_app
 from tests.conftest import RunningRelay, request_event
@@ -57,12 +67,13 @@ def _respellings(token: str) -> list[str]:
     # 64 signature bytes are 86 characters; the last carries 2 bits, the 4 low bits unused.
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
     low_bits_set = alphabet[alphabet.index(last) | 0b1111]
+    standard = base64.b64encode(base64.urlsafe_b64decode(signature + "==")).decode()
     return [
         f"{prefix}.{payload}.{signature[:10]}!{signature[10:]}",  # outside the alphabet
         f"{prefix}.{payload}.{signature[:-1]}{low_bits_set}",
         f"{prefix}.{payload}.{signature}==",
         f"{prefix}.{payload}=.{signature}",
-        f"{prefix}.{payload}.{base64.b64encode(base64.urlsafe_b64decode(signature + '==')).decode()}",
+        f"{prefix}.{payload}.{standard}",  # the other alphabet, padded
     ]
 
 
@@ -182,3 +193,125 @@ async def test_trailing_bytes_after_gzip_are_a_400(relay_server: RunningRelay) -
         ) as resp:
             assert resp.status == 400
             assert (await resp.json(content_type=None))["type"] == "urn:relay:problem:bad-gzip"
+
+
+# -- finding 2: exact counts only on the operator listener ----------------------------------------
+
+
+async def test_metrics_and_readiness_detail_are_not_on_the_public_listener(
+    relay_server: RunningRelay,
+) -> None:
+    origin = {"Origin": "https://app.example"}
+    assert (await relay_server.post(NATIVE, {"events": [request_event()]}))[0] == 202
+    async with relay_server.http.get(relay_server.url("/metrics"), headers=origin) as resp:
+        assert resp.status == 404
+        assert b"relay_" not in await resp.read()
+    async with relay_server.http.get(relay_server.url("/readyz"), headers=origin) as resp:
+        assert resp.status == 200
+        assert await resp.json() == {"ready": True}
+    # The operator listener has them, and answers no browser (no CORS).
+    async with relay_server.http.get(relay_server.operator_url("/metrics"), headers=origin) as resp:
+        assert resp.status == 200
+        assert "relay_open_windows_bytes" in await resp.text()
+        assert "Access-Control-Allow-Origin" not in resp.headers
+    async with relay_server.http.get(relay_server.operator_url("/readyz"), headers=origin) as resp:
+        assert (await resp.json())["checks"]["wal_writable"] is True
+        assert "Access-Control-Allow-Origin" not in resp.headers
+    # And the operator listener has nothing else.
+    async with relay_server.http.post(relay_server.operator_url(NATIVE), json={}) as resp:
+        assert resp.status == 404
+
+
+def test_the_operator_listener_defaults_to_loopback_9787() -> None:
+    listen = Settings().metrics.listen
+    assert (listen.host, listen.port) == ("127.0.0.1", 9787)
+
+
+# -- finding 8: file modes and a YAML error that echoes nothing ------------------------------------
+
+
+def test_a_yaml_syntax_error_names_the_place_not_the_content(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "relay.yaml"
+    config.write_text('origin: a.example/b\nsink:\n  api_key: "s3cret-api-key\n  url: x\n')
+    assert main(["serve", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "s3cret" not in err and "api_key" not in err
+    assert str(config) in err and "line 5, column 1" in err
+    config.write_text("origin: !vault s3cret-api-key\n")
+    assert main(["serve", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "s3cret" not in err and "vault" not in err
+    assert "line 1, column 9" in err
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_relay_serve_keeps_its_files_to_the_operator(tmp_path: Path) -> None:
+    """Under umask 022, `relay serve` still makes data_dir 0700 and every file in it 0600."""
+    data_dir = tmp_path / "data"
+    port, metrics_port = _free_port(), _free_port()
+    config = tmp_path / "relay.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "origin": "test.relay/modes",
+                "data_dir": str(data_dir),
+                "listen": {"port": port},
+                "metrics": {"listen": {"port": metrics_port}},
+                "window": {"seconds": 1, "lateness_seconds": 0},
+                "privacy": {"k": 2},
+                "outbox": {"ship_interval_seconds": 0.05},
+            }
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "relay", "serve", "--config", str(config)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: os.umask(0o022),
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    async with http.get(f"http://127.0.0.1:{metrics_port}/readyz") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    pass
+                assert process.poll() is None, process.stderr.read() if process.stderr else ""
+                assert time.monotonic() < deadline, "relay serve did not become ready"
+                await asyncio.sleep(0.1)
+            events = {"events": [request_event(client=f"c{i}") for i in range(3)]}
+            async with http.post(f"http://127.0.0.1:{port}{NATIVE}", json=events) as resp:
+                assert resp.status == 202
+            wal = data_dir / "wal"
+            assert any(p.name.startswith("salt-") for p in wal.iterdir())
+            deadline = time.monotonic() + 20
+            while not (data_dir / "store.sqlite").exists():  # sealed and shipped
+                assert time.monotonic() < deadline, "nothing was shipped"
+                await asyncio.sleep(0.1)
+            modes = {
+                str(p.relative_to(data_dir)): p.stat().st_mode & 0o777 for p in data_dir.rglob("*")
+            }
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=20)
+    assert data_dir.stat().st_mode & 0o777 == 0o700
+    assert {"operator.key", "registry.yaml", "outbox.sqlite", "store.sqlite"} <= set(modes)
+    assert any(name.startswith("wal/segment-") for name in modes), modes
+    loose = {
+        name: oct(mode)
+        for name, mode in modes.items()
+        if mode != (0o700 if (data_dir / name).is_dir() else 0o600)
+    }
+    assert not loose, loose

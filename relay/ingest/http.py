@@ -1,4 +1,8 @@
-"""The app-facing HTTP API (DESIGN §2, §3; `openapi.yaml`).
+"""The HTTP APIs of `relay serve` (DESIGN §2, §3; `openapi.yaml`): two apps on two listeners.
+
+`create_app` is the public, app-facing one (ingest, client config, the operator view, `/healthz`
+and a bare `/readyz`). `create_operator_app` is the operator's (`metrics.listen`, loopback by
+default): `/metrics` and the detailed `/readyz`. Exact counts never reach the public port (P9).
 
 Identifiers (IP, User-Agent, headers, the body's ids) are read inside `_ingest` and go no further
 than `RequestContext`, which dies with the request (P1). Nothing here logs request content.
@@ -31,7 +35,7 @@ from relay.wal.log import WalFullError, WalUnavailableError
 if TYPE_CHECKING:
     from relay.serve import OperatorRelay
 
-__all__ = ["create_app", "runner_options"]
+__all__ = ["create_app", "create_operator_app", "runner_options"]
 
 _Event = TypeVar("_Event")
 # An endpoint is a decoder and the scrub that takes what it decodes.
@@ -281,19 +285,9 @@ def create_app(relay: OperatorRelay) -> web.Application:
         return web.json_response({"status": "ok"})
 
     async def readyz(request: web.Request) -> web.Response:
-        checks = relay.readiness()
-        ready = relay.is_ready(checks)
-        return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
-
-    async def get_metrics(request: web.Request) -> web.Response:
-        metrics.wal_bytes.set(relay.wal.size_bytes)
-        metrics.open_windows_bytes.set(relay.windows.estimated_bytes)
-        metrics.open_windows.set(len(relay.windows))
-        metrics.update_outbox(relay.outbox)
-        return web.Response(
-            body=metrics.exposition(),
-            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
-        )
+        # Ready or not, for a load balancer; which check failed is the operator's business.
+        ready = relay.is_ready(relay.readiness())
+        return web.json_response({"ready": ready}, status=200 if ready else 503)
 
     app = web.Application(
         # CORS outermost, so that error answers carry CORS headers and browsers can read them.
@@ -314,7 +308,32 @@ def create_app(relay: OperatorRelay) -> web.Application:
     app.router.add_get("/v1/operator", get_operator)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    return app
+
+
+def create_operator_app(relay: OperatorRelay) -> web.Application:
+    """The operator listener's app: no CORS (no browser page needs it), no auth (bind it to
+    loopback or a private network, as `metrics.listen` does by default)."""
+    metrics = relay.metrics
+
+    async def readyz(request: web.Request) -> web.Response:
+        checks = relay.readiness()
+        ready = relay.is_ready(checks)
+        return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+
+    async def get_metrics(request: web.Request) -> web.Response:
+        metrics.wal_bytes.set(relay.wal.size_bytes)
+        metrics.open_windows_bytes.set(relay.windows.estimated_bytes)
+        metrics.open_windows.set(len(relay.windows))
+        metrics.update_outbox(relay.outbox)
+        return web.Response(
+            body=metrics.exposition(),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
+
+    app = web.Application(middlewares=[_problems_middleware])
     app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/readyz", readyz)
     return app
 
 
