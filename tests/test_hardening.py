@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
+import json
 import os
 import signal
 import socket
@@ -25,6 +26,8 @@ import orjson
 import pytest
 import yaml
 from aiohttp.test_utils import TestServer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from relay.attest.keys import OperatorKey
 from relay.cli import main
@@ -315,3 +318,164 @@ async def test_relay_serve_keeps_its_files_to_the_operator(tmp_path: Path) -> No
         if mode != (0o700 if (data_dir / name).is_dir() else 0o600)
     }
     assert not loose, loose
+
+
+# -- done-when: a fuzz of raw bodies finds no 5xx --------------------------------------------------
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=10,
+)
+
+
+@st.composite
+def _deep(draw: st.DrawFn) -> bytes:
+    """Nesting from harmless to far past any parser's limit, inside an event or as the events."""
+    depth = draw(st.sampled_from([10, 200, 1_100, 5_000, 60_000]))
+    opener, closer = draw(st.sampled_from([(b"[", b"]"), (b'{"a":', b"}")]))
+    inner = opener * depth + b"1" + closer * depth
+    wrapper = draw(
+        st.sampled_from([b'{"events":[%s]}', b'{"events":[{"type":"x","junk":%s}]}', b"%s"])
+    )
+    return wrapper % inner
+
+
+@st.composite
+def _bad_utf8(draw: st.DrawFn) -> bytes:
+    """A valid-looking body with bytes that are not UTF-8 spliced into a string."""
+    junk = draw(
+        st.sampled_from([b"\xff", b"\xfe\xff", b"\xc3", b"\xed\xa0\x80", b"\xf4\x90\x80\x80"])
+    )
+    field = draw(st.sampled_from([b"type", b"client", b"node", b"unknown"]))
+    return b'{"events":[{"kind":"request","type":"x","' + field + b'":"a' + junk + b'b"}]}'
+
+
+_special = st.sampled_from(
+    [
+        b'{"events":[{"type":NaN}]}',
+        b'{"events":[{"kind":"request","ttfb_ms":Infinity}]}',
+        b'{"events":[{"type":"\\ud800"}]}',
+        b'{"events":[{"type":"x","error":"\\udc00\\ud800"}]}',
+        b'{"events":[1e400]}',
+        b'{"events":[], "events":[{"type":"x"}]}',
+        b"\xef\xbb\xbf" + b'{"events":[]}',
+    ]
+)
+_raw_bodies = st.one_of(
+    st.binary(max_size=300),
+    _json_values.map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries({"events": st.lists(_json_values, max_size=5)}).map(
+        lambda v: json.dumps(v).encode()
+    ),
+    _deep(),
+    _bad_utf8(),
+    _special,
+    st.builds(lambda: b'{"events":[' + b",".join([b"1"] * 50_000) + b"]}"),  # 413 unbuilt
+)
+
+
+@pytest.fixture
+async def unlimited_relay(start_relay: StartRelay) -> RunningRelay:
+    """A relay without rate limits: the examples come fast, from one address."""
+    running: RunningRelay = await start_relay(ingest={"rate_limit": {"enabled": False}})
+    return running
+
+
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    raw=_raw_bodies,
+    path=st.sampled_from([NATIVE, "/v1/atlas/events"]),
+    encoding=st.sampled_from(["identity", "gzip", "gzip+junk", "gzip-claimed"]),
+    trailer=st.binary(min_size=1, max_size=16),
+)
+async def test_fuzzed_raw_bodies_never_get_a_5xx(
+    unlimited_relay: RunningRelay, raw: bytes, path: str, encoding: str, trailer: bytes
+) -> None:
+    relay_server = unlimited_relay
+    headers = {"Content-Type": "application/json"}
+    data = raw
+    if encoding != "identity":
+        headers["Content-Encoding"] = "gzip"
+    if encoding.startswith("gzip") and encoding != "gzip-claimed":
+        data = gzip.compress(raw) + (trailer if encoding == "gzip+junk" else b"")
+    async with relay_server.http.post(relay_server.url(path), data=data, headers=headers) as resp:
+        body = await resp.read()
+        assert resp.status < 500, body
+        if resp.status != 202:
+            assert resp.status in (400, 413), body
+            assert resp.content_type == "application/problem+json"
+        if encoding == "gzip+junk":
+            assert resp.status == 400
+
+
+# -- what held up in the attacker's test: regressions kept cheap -----------------------------------
+
+
+async def _exchange_all(host: str, port: int, request: bytes) -> list[int]:
+    """Every status the server answers to `request` (which may hold several requests).
+
+    A server that resets the connection instead (it refused the rest unread) answers nothing.
+    """
+    reader, writer = await asyncio.open_connection(host, port)
+    answer = b""
+    try:
+        writer.write(request)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 5)
+    except ConnectionResetError:
+        pass
+    finally:
+        writer.close()
+    lines = answer.split(b"\r\n")
+    return [int(line.split(b" ")[1]) for line in lines if line.startswith(b"HTTP/1.")]
+
+
+async def test_a_content_length_shorter_than_the_body_is_a_400(relay_server: RunningRelay) -> None:
+    body = b'{"events": []}'
+    request = (
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 5\r\n\r\n" + body
+    )
+    statuses = await _exchange_all(relay_server.server.host, relay_server.server.port, request)
+    # The first 5 bytes are not JSON, the rest is not a request: aiohttp refuses the connection
+    # once it meets the second. Nothing is a 2xx or a 5xx.
+    assert statuses and statuses[0] == 400 and all(400 <= s < 500 for s in statuses), statuses
+
+
+async def test_content_length_with_transfer_encoding_is_refused(relay_server: RunningRelay) -> None:
+    body = b'{"events": []}'
+    request = (
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+    )
+    statuses = await _exchange_all(relay_server.server.host, relay_server.server.port, request)
+    assert statuses == [400], statuses
+
+
+async def test_a_header_flood_is_refused_and_others_are_served(relay_server: RunningRelay) -> None:
+    flood = b"".join(b"X-F%d: %s\r\n" % (n, b"v" * 100) for n in range(20_000))
+    request = b"POST /v1/events HTTP/1.1\r\nHost: x\r\n" + flood + b"\r\n"
+    statuses = await _exchange_all(relay_server.server.host, relay_server.server.port, request)
+    assert all(400 <= s < 500 for s in statuses), statuses  # a 4xx, or a reset
+    assert (await relay_server.post(NATIVE, {"events": [request_event()]}))[0] == 202
+
+
+def test_yaml_config_is_loaded_safely(tmp_path: Path) -> None:
+    marker = tmp_path / "executed"
+    config = tmp_path / "relay.yaml"
+    config.write_text(f'origin: !!python/object/apply:os.system ["touch {marker}"]\n')
+    assert main(["serve", "--config", str(config)]) == 2
+    assert not marker.exists()
