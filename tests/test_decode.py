@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -261,6 +261,10 @@ def test_shaped_events_get_the_answers_of_fully_built_ones(data: st.DataObject) 
         model, shape, convert = models.NativeEvent, decode._NATIVE_SHAPE, decode._native_event
     else:
         model, shape, convert = models.AtlasEvent, decode._ATLAS_SHAPE, decode._atlas_event
+    try:
+        msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        assume(False)  # json.dumps wrote Infinity: not JSON, refused before any event is read
     try:
         built = orjson.loads(raw)
     except orjson.JSONDecodeError:  # a number beyond a double: the body was a 400
