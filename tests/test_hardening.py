@@ -69,11 +69,11 @@ def _respellings(token: str) -> list[str]:
     last = signature[-1]
     # 64 signature bytes are 86 characters; the last carries 2 bits, the 4 low bits unused.
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-    low_bits_set = alphabet[alphabet.index(last) | 0b1111]
+    low_bit_flipped = alphabet[alphabet.index(last) ^ 0b0001]
     standard = base64.b64encode(base64.urlsafe_b64decode(signature + "==")).decode()
     return [
         f"{prefix}.{payload}.{signature[:10]}!{signature[10:]}",  # outside the alphabet
-        f"{prefix}.{payload}.{signature[:-1]}{low_bits_set}",
+        f"{prefix}.{payload}.{signature[:-1]}{low_bit_flipped}",
         f"{prefix}.{payload}.{signature}==",
         f"{prefix}.{payload}=.{signature}",
         f"{prefix}.{payload}.{standard}",  # the other alphabet, padded

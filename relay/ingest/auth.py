@@ -27,7 +27,7 @@ Why not PASETO v4.public or a JWT (EdDSA)? Both would verify the same Ed25519 si
 differently framed message; what made this format weak was the decoding, not the framing. A
 JWT library brings algorithm negotiation (the `alg` header) that this needs to refuse anyway,
 and both bring the `cryptography` stack next to the pynacl relay already uses for every other
-signature. Gateways that mint these tokens (and `relay session-token`) keep working unchanged.
+signature. Gateways that already mint these tokens keep working unchanged.
 """
 
 from __future__ import annotations
