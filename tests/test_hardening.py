@@ -184,6 +184,30 @@ async def test_non_utf8_bearer_token_is_401_on_the_lead(
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
 
 
+# -- finding 7: bodies that answered 500 ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [NATIVE, "/v1/atlas/events"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"events":[' + b'{"a":' * 50_000 + b"1" + b"}" * 50_000 + b"]}",  # RecursionError
+        b'{"events":[{"type":"x\xff\xfe"}]}',  # UnicodeDecodeError from msgspec
+        b'{"events":[{"kind":"request","type":"\xed\xa0\x80"}]}',  # an encoded surrogate
+    ],
+    ids=["50000-nested-objects", "invalid-utf8", "encoded-surrogate"],
+)
+async def test_bodies_that_were_500s_are_400s(
+    relay_server: RunningRelay, path: str, body: bytes
+) -> None:
+    async with relay_server.http.post(
+        relay_server.url(path), data=body, headers={"Content-Type": "application/json"}
+    ) as resp:
+        assert resp.status == 400
+        assert resp.content_type == "application/problem+json"
+        assert (await resp.json(content_type=None))["type"] == "urn:relay:problem:invalid-json"
+
+
 # -- finding 8: trailing bytes after a gzip stream -------------------------------------------------
 
 
