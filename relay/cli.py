@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from relay.attest.errors import AttestError
 from relay.attest.keys import OperatorKey
 from relay.config import ConfigError, Settings, load_settings
 from relay.ingest.client_config import ClientConfigDocument
-from relay.ingest.http import create_app, runner_options
+from relay.ingest.http import create_app, create_operator_app, runner_options
 from relay.ingest.server import make_runner
 from relay.logs import configure_logging
 from relay.registry import RegistryError
@@ -44,11 +45,17 @@ async def _serve(settings: Settings, config_path: Path | None) -> None:
         shutdown_timeout=settings.shutdown_timeout,
     )
     await site.start()
+    operator_runner = make_runner(create_operator_app(relay), access_log=None)
+    await operator_runner.setup()
+    metrics_listen = settings.metrics.listen
+    await web.TCPSite(operator_runner, metrics_listen.host, metrics_listen.port).start()
     log.info(
-        "relay %s listening on http://%s:%d (origin %s, sink %s)",
+        "relay %s listening on http://%s:%d, metrics on http://%s:%d (origin %s, sink %s)",
         __version__,
         settings.listen.host,
         settings.listen.port,
+        metrics_listen.host,
+        metrics_listen.port,
         settings.origin,
         settings.sink.type,
     )
@@ -73,10 +80,15 @@ async def _serve(settings: Settings, config_path: Path | None) -> None:
     relay.shutting_down = True
     await runner.cleanup()
     await relay.stop()
+    await operator_runner.cleanup()
     log.info("stopped")
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    # Every file relay writes (WAL segments, salts, outbox and store with their -wal/-shm,
+    # dead letters, an ndjson sink, the registry) is the operator's alone: 0600, whatever
+    # umask the shell or service manager left.
+    os.umask(0o077)
     settings = load_settings(args.config)
     configure_logging(settings.log.format, settings.log.level)
     tune_gc()

@@ -8,6 +8,7 @@ dotted key, never as a traceback.
 
 from __future__ import annotations
 
+import re
 import socket
 from decimal import Decimal
 from pathlib import Path
@@ -315,6 +316,21 @@ class LeadConfig(_Section):
     )
 
 
+class MetricsListenConfig(ListenConfig):
+    port: int = Field(9787, ge=0, le=65535)
+
+
+class MetricsConfig(_Section):
+    """The operator listener: `/metrics` and the detailed `/readyz` (DESIGN §9, P9).
+
+    Exact operational counts (accepted, rejected, open-window sizes) would let anyone who can
+    reach them follow individual contributions, which dp mode's noise is there to hide: they
+    are served here, on loopback by default, never on the public ingest listener.
+    """
+
+    listen: MetricsListenConfig = Field(default_factory=MetricsListenConfig)
+
+
 class LogConfig(_Section):
     format: Literal["text", "json"] = "text"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -342,6 +358,7 @@ class Settings(BaseSettings):
     wal: WalConfig = Field(default_factory=WalConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     lead: LeadConfig = Field(default_factory=LeadConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     shutdown_timeout: float = Field(10.0, gt=0, le=600)
 
@@ -401,6 +418,26 @@ def _describe(error: ValidationError) -> str:
     return "invalid configuration:\n" + "\n".join(lines)
 
 
+# A quoted stretch of the file in a YAML message, longer than the one character a message may
+# name ("found character '\t'"): a tag or a token, possibly a secret's.
+_QUOTED = re.compile(r"'[^']{2,}'|\"[^\"]{2,}\"")
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """Where and what, without the file's content.
+
+    PyYAML's own message quotes the offending line, which may hold a secret (an api_key);
+    this goes to stderr and the journal.
+    """
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or "syntax error"
+    context = getattr(error, "context", None)
+    what = _QUOTED.sub("(…)", f"{context}: {problem}" if context else problem)
+    if mark is None:
+        return what
+    return f"line {mark.line + 1}, column {mark.column + 1}: {what}"
+
+
 def load_settings(path: Path | None = None) -> Settings:
     """Read the YAML file (if any) and the environment; raise ConfigError naming bad keys."""
     data: dict[str, Any] = {}
@@ -410,7 +447,9 @@ def load_settings(path: Path | None = None) -> Settings:
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+            raise ConfigError(
+                f"config file {path} is not valid YAML: {_yaml_problem(exc)}"
+            ) from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

@@ -468,10 +468,17 @@ class ReadinessChecks(_Model):
 
 
 class Readiness(_Model):
-    """`GET /readyz`: ready is true exactly when every check but the informational ones is."""
+    """`GET /readyz` on the operator listener: ready is true exactly when every check but the
+    informational ones is."""
 
     ready: bool
     checks: ReadinessChecks
+
+
+class ReadyStatus(_Model):
+    """`GET /readyz` on the public listener: ready or not, no detail (P9)."""
+
+    ready: bool
 
 
 class Health(_Model):
@@ -680,6 +687,7 @@ HTTP_MODELS: tuple[type[BaseModel], ...] = (
     ClientConfigDocument,
     OperatorView,
     Readiness,
+    ReadyStatus,
     Health,
 )
 

@@ -15,6 +15,7 @@ import base64
 import contextlib
 import gc
 import logging
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +47,20 @@ log = logging.getLogger(__name__)
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _private_dir(path: Path) -> None:
+    """Create the data directory 0700, or take group and other access away from it.
+
+    It holds the operator key, window salts and the WAL (scrubbed, but per event). Files inside
+    are created 0600 by `relay serve`'s umask (relay.cli); the directory mode covers files a
+    library creates with its own mode, and files from before.
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        log.warning("data_dir %s was mode %04o; setting 0700", path, mode)
+        path.chmod(0o700)
 
 
 def load_or_create_key(path: Path, origin: str) -> OperatorKey:
@@ -84,7 +99,7 @@ class OperatorRelay:
         self.clock = clock
         self.window_ms = settings.window.ms
         data_dir = settings.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
+        _private_dir(data_dir)
         key = load_or_create_key(data_dir / "operator.key", settings.origin)
         if register_own_key(settings.registry_path, settings.origin, key.verifier.encode()):
             log.info("registered this relay's key in %s", settings.registry_path)

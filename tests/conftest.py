@@ -12,7 +12,7 @@ from aiohttp import ClientSession, web
 from yarl import URL
 
 from relay.config import Settings
-from relay.ingest.http import create_app, runner_options
+from relay.ingest.http import create_app, create_operator_app, runner_options
 from relay.ingest.scrub import Admission
 from relay.ingest.server import make_runner
 from relay.observation import IngestRecord, Observation, ms_bucket, throughput_bucket
@@ -62,12 +62,16 @@ class LiveServer:
 @dataclass
 class RunningRelay:
     relay: OperatorRelay
-    server: LiveServer
+    server: LiveServer  # the public listener
+    operator: LiveServer  # the operator listener (metrics.listen): /metrics, detailed /readyz
     http: ClientSession
     clock: FakeClock
 
     def url(self, path: str) -> str:
         return str(self.server.make_url(path))
+
+    def operator_url(self, path: str) -> str:
+        return str(self.operator.make_url(path))
 
     async def post(self, path: str, body: Any, **kwargs: Any) -> tuple[int, Any]:
         async with self.http.post(self.url(path), json=body, **kwargs) as resp:
@@ -143,7 +147,9 @@ def start_relay(make_settings: SettingsFactory, clock: FakeClock) -> Callable[..
         await relay.start()
         server = LiveServer(make_runner(create_app(relay), **runner_options(relay)))
         await server.start()
-        running = RunningRelay(relay, server, ClientSession(), clock)
+        operator = LiveServer(make_runner(create_operator_app(relay), access_log=None))
+        await operator.start()
+        running = RunningRelay(relay, server, operator, ClientSession(), clock)
         started.append(running)
         return running
 
@@ -169,6 +175,7 @@ async def stop(running: RunningRelay) -> None:
         return
     await running.http.close()
     await running.server.close()
+    await running.operator.close()
     if not running.relay.shutting_down:
         await running.relay.stop()
 

@@ -124,12 +124,18 @@ def gzipped(data: bytes) -> bytes:
 
 
 async def metric_value(relay: RunningRelay, name: str, labels: str) -> float:
-    answer = await send(relay, "/metrics", method="GET", content_type=None)
-    assert answer.status == 200
-    for line in answer.body.decode().splitlines():
+    async with relay.http.get(relay.operator_url("/metrics")) as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    for line in text.splitlines():
         if line.startswith(f"{name}{{{labels}}} "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+async def operator_readyz(relay: RunningRelay) -> Answer:
+    async with relay.http.get(relay.operator_url("/readyz")) as resp:
+        return Answer(resp.status, resp.headers, await resp.read())
 
 
 def stored_batches(data_dir: Path) -> list[dict[str, Any]]:
@@ -409,7 +415,7 @@ async def test_shutting_down_is_503_with_retry_after(relay_server: RunningRelay)
             atlas = await send(
                 relay_server, ATLAS, body_of({"events": [{"type": "playback-is-slow"}]})
             )
-        ready = await send(relay_server, "/readyz", method="GET", content_type=None)
+        ready = await operator_readyz(relay_server)
     finally:
         relay.shutting_down = False
     for answer in (native, atlas):
@@ -432,7 +438,7 @@ async def test_wal_not_writable_is_503_and_not_ready(relay_server: RunningRelay)
     windows_before = [(s, relay.windows.window(s).accepted) for s in relay.windows.starts()]
     with leaves_no_trace(relay):
         answer = await send(relay_server, NATIVE, payload)
-    ready = await send(relay_server, "/readyz", method="GET", content_type=None)
+    ready = await operator_readyz(relay_server)
     live = await send(relay_server, "/healthz", method="GET", content_type=None)
     assert_problem(answer, 503, "wal-unavailable")
     assert_retry_after(answer)

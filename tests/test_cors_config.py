@@ -316,6 +316,7 @@ async def test_sighup_reloads_client_config_and_sigterm_exits_0(
         "origin": "test.relay/sighup",
         "data_dir": str(tmp_path / "data"),
         "listen": {"host": "127.0.0.1", "port": free_port()},
+        "metrics": {"listen": {"port": 0}},
         "window": {"seconds": 60, "lateness_seconds": 5},
         "shutdown_timeout": 5,
     }

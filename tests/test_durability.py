@@ -35,6 +35,7 @@ def start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
         "RELAY_ORIGIN": "durability.test/one",
         "RELAY_DATA_DIR": str(data_dir),
         "RELAY_LISTEN__PORT": str(port),
+        "RELAY_METRICS__LISTEN__PORT": "0",  # not scraped here
         "RELAY_WINDOW__SECONDS": "1",
         # Events carry their own `ts` (below), so a second of lateness never makes one late.
         "RELAY_WINDOW__LATENESS_SECONDS": "1",

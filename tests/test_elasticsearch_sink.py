@@ -76,12 +76,12 @@ async def ship_until_empty(running: RunningRelay) -> None:
 
 
 async def readyz(running: RunningRelay) -> tuple[int, Any]:
-    async with running.http.get(running.url("/readyz")) as resp:
+    async with running.http.get(running.operator_url("/readyz")) as resp:
         return resp.status, await resp.json()
 
 
 async def metrics_text(running: RunningRelay) -> str:
-    async with running.http.get(running.url("/metrics")) as resp:
+    async with running.http.get(running.operator_url("/metrics")) as resp:
         return await resp.text()
 
 

@@ -182,7 +182,7 @@ async def test_wal_cap_gives_503_until_sealing_frees_space(start_relay: StartRel
         if status == 503:
             break
     assert statuses[0] == 202 and statuses[-1] == 503
-    async with running.http.get(running.url("/readyz")) as resp:
+    async with running.http.get(running.operator_url("/readyz")) as resp:
         ready = await resp.json()
         assert resp.status == 503 and ready["checks"]["wal_below_high_water"] is False
     # The window seals, its segments are deleted, and ingest resumes.

@@ -43,7 +43,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from relay.config import Settings
-from relay.ingest.http import create_app, runner_options
+from relay.ingest.http import create_app, create_operator_app, runner_options
+from relay.ingest.server import make_runner
 from relay.schemagen import schema_of
 from relay.serve import OperatorRelay
 from tests.conftest import FakeClock
@@ -92,7 +93,9 @@ class ThreadedRelay:
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.relay: OperatorRelay | None = None
         self._runner: web.AppRunner | None = None
+        self._operator_runner: web.AppRunner | None = None
         self.base_url = ""
+        self.operator_base_url = ""  # the operator listener (metrics.listen)
 
     def run(self, coro: Any, timeout: float = 30.0) -> Any:
         future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self.loop)
@@ -112,10 +115,16 @@ class ThreadedRelay:
         await site.start()
         port = self._runner.addresses[0][1]
         self.base_url = f"http://127.0.0.1:{port}"
+        self._operator_runner = make_runner(create_operator_app(self.relay), access_log=None)
+        await self._operator_runner.setup()
+        await web.TCPSite(self._operator_runner, "127.0.0.1", 0).start()
+        self.operator_base_url = f"http://127.0.0.1:{self._operator_runner.addresses[0][1]}"
 
     async def _stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._operator_runner is not None:
+            await self._operator_runner.cleanup()
         if self.relay is not None:
             await self.relay.stop()
 
@@ -160,7 +169,8 @@ def live_relay(tmp_path: Path) -> Iterator[ThreadedRelay]:
         yield running
 
 
-# The operator relay's operations; the lead API's (tag lead) are tested in test_lead_openapi.py.
+# The operator relay's public operations; the lead API's (tag lead) are tested in
+# test_lead_openapi.py.
 @schema.include(tag="operator").parametrize()
 # One relay per operation, shared by that operation's examples: intended.
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -168,6 +178,15 @@ def test_api_conforms_to_openapi(case: schemathesis.Case, live_relay: ThreadedRe
     case.call_and_validate(
         base_url=live_relay.base_url, checks=CHECKS, **_gzipped(case, live_relay.base_url)
     )
+
+
+# The operator listener's operations (/metrics, the detailed /readyz).
+@schema.include(tag="metrics").parametrize()
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_operator_listener_conforms_to_openapi(
+    case: schemathesis.Case, live_relay: ThreadedRelay
+) -> None:
+    case.call_and_validate(base_url=live_relay.operator_base_url, checks=CHECKS)
 
 
 def _gzipped(case: schemathesis.Case, base_url: str) -> dict[str, Any]:
@@ -347,11 +366,16 @@ def test_operator_view_before_and_after_the_first_batch(live_relay: ThreadedRela
 
 
 def test_health_readiness_and_metrics(live_relay: ThreadedRelay) -> None:
-    for path in ("/healthz", "/readyz", "/metrics"):
-        response = requests.get(live_relay.base_url + path, timeout=TIMEOUT)
+    public, operator = live_relay.base_url, live_relay.operator_base_url
+    for url, path in ((public, "/healthz"), (public, "/readyz"), (operator, "/readyz")):
+        response = requests.get(url + path, timeout=TIMEOUT)
         assert response.status_code == 200, path
         _validate(path, "GET", response)
-    ready = requests.get(live_relay.base_url + "/readyz", timeout=TIMEOUT).json()
+    metrics = requests.get(operator + "/metrics", timeout=TIMEOUT)
+    assert metrics.status_code == 200
+    _validate("/metrics", "GET", metrics)
+    assert requests.get(public + "/readyz", timeout=TIMEOUT).json() == {"ready": True}
+    ready = requests.get(operator + "/readyz", timeout=TIMEOUT).json()
     assert ready["ready"] is True and all(ready["checks"].values())
 
 
@@ -417,7 +441,11 @@ def test_not_ready_and_503_with_retry_after(live_relay: ThreadedRelay) -> None:
     relay = live_relay.relay
     assert relay is not None
     relay.wal.failed = "simulated: disk gone"  # what WriteAheadLog._fail records
-    ready = requests.get(live_relay.base_url + "/readyz", timeout=TIMEOUT)
+    bare = requests.get(live_relay.base_url + "/readyz", timeout=TIMEOUT)
+    assert bare.status_code == 503
+    assert bare.json() == {"ready": False}
+    _validate("/readyz", "GET", bare)
+    ready = requests.get(live_relay.operator_base_url + "/readyz", timeout=TIMEOUT)
     assert ready.status_code == 503
     assert ready.json()["checks"]["wal_writable"] is False
     _validate("/readyz", "GET", ready)

@@ -349,7 +349,14 @@ async def post_raw(
 
 
 async def get(running: RunningRelay, path: str) -> Answer:
-    async with running.http.get(running.url(path)) as resp:
+    """`path` from the listener that serves it: /metrics from the operator's."""
+    url = running.operator_url(path) if path == "/metrics" else running.url(path)
+    async with running.http.get(url) as resp:
+        return Answer(resp.status, repr(dict(resp.headers)), await resp.read())
+
+
+async def get_operator(running: RunningRelay, path: str) -> Answer:
+    async with running.http.get(running.operator_url(path)) as resp:
         return Answer(resp.status, repr(dict(resp.headers)), await resp.read())
 
 
@@ -499,6 +506,7 @@ async def test_planted_identifiers_leave_no_trace(
     assert markers.atlas_node.encode() in wal_text
     for path in ("/metrics", "/v1/operator", "/v1/config", "/readyz", "/healthz"):
         answers.append(await get(running, path))
+    answers.append(await get_operator(running, "/readyz"))
 
     assert await running.seal_after(70) == 1
     await send_planted_window(running, markers, answers, with_ts=False)
@@ -512,6 +520,7 @@ async def test_planted_identifiers_leave_no_trace(
     corpus.add_tree("sealed", data_dir)
     for path in ("/metrics", "/v1/operator", "/v1/config", "/readyz"):
         answers.append(await get(running, path))
+    answers.append(await get_operator(running, "/readyz"))
 
     # P8: no segment with records of a sealed window, no salt of a sealed window.
     sealed_until = relay.windows.sealed_until_ms
@@ -585,11 +594,12 @@ async def test_relay_serve_process_leaks_nothing(tmp_path: Path) -> None:
     """`relay serve` with debug JSON logs: stderr, files and export hold no planted identifier."""
     markers = Markers()
     data_dir = tmp_path / "data"
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     config = {
         "origin": "test.relay/planted",
         "data_dir": str(data_dir),
         "listen": {"host": "127.0.0.1", "port": port},
+        "metrics": {"listen": {"host": "127.0.0.1", "port": metrics_port}},
         "window": {"seconds": 1, "lateness_seconds": 0},
         "privacy": {"k": 3},
         "ingest": {"trusted_proxies": ["127.0.0.0/8"]},
@@ -655,8 +665,14 @@ async def test_relay_serve_process_leaks_nothing(tmp_path: Path) -> None:
             while not any(markers.native_node.encode() in line for line in export_lines(data_dir)):
                 assert time.monotonic() < deadline, "the planted window was never published"
                 await asyncio.sleep(0.2)
-            for path in ("/metrics", "/v1/operator", "/v1/config"):
-                async with http.get(base + path) as resp:
+            for url in (
+                f"http://127.0.0.1:{metrics_port}/metrics",
+                f"http://127.0.0.1:{metrics_port}/readyz",
+                base + "/v1/operator",
+                base + "/v1/config",
+            ):
+                async with http.get(url) as resp:
+                    assert resp.status == 200, url
                     answers.append(await resp.read())
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=15)

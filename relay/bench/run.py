@@ -218,6 +218,7 @@ def _relay_env(data_dir: Path, port: int, fsync: bool) -> dict[str, str]:
         **os.environ,
         "RELAY_DATA_DIR": str(data_dir),
         "RELAY_LISTEN__PORT": str(port),
+        "RELAY_METRICS__LISTEN__PORT": "0",  # several relays run at once; nobody scrapes them
         "RELAY_ORIGIN": "bench.relay/one",
         "RELAY_LOG__LEVEL": "warning",
         "RELAY_INGEST__RATE_LIMIT__ENABLED": "false",

@@ -163,6 +163,7 @@ def _run_relay(root: Path, bodies: list[bytes]) -> dict[str, Any]:
         **os.environ,
         "RELAY_DATA_DIR": str(root / "data-statsd"),
         "RELAY_LISTEN__PORT": str(port),
+        "RELAY_METRICS__LISTEN__PORT": "0",  # not scraped; 9787 may be taken
         "RELAY_ORIGIN": "bench.relay/statsd",
         "RELAY_LOG__LEVEL": "warning",
         "RELAY_INGEST__RATE_LIMIT__ENABLED": "false",

@@ -14,7 +14,20 @@ with `payload` the JSON `{"iss": <issuer origin>, "iat": <unix s>, "exp": <unix 
 signature over `b"relay-session/v1\\n" + <base64url(payload)>` (the domain tag keeps these
 signatures apart from batch and checkpoint signatures). A token is valid while
 iat − 60 s ≤ now < exp and exp − iat ≤ `session_max_ttl_seconds`. Tokens carry no user id; the
-token itself is the rate-limit identity and is never stored or logged.
+token (its issuer and signature, as bytes) is the rate-limit identity and is never stored or
+logged.
+
+Both parts must be canonical unpadded base64url: one token has exactly one spelling. A lenient
+decoder (Python's skips characters outside the alphabet and ignores the unused low bits of the
+last one) let one token be re-spelled without end, and every spelling got a fresh rate-limit
+bucket. Ed25519 as libsodium verifies it is not malleable either (a non-canonical S or R fails),
+so one signed payload is one bucket.
+
+Why not PASETO v4.public or a JWT (EdDSA)? Both would verify the same Ed25519 signature over a
+differently framed message; what made this format weak was the decoding, not the framing. A
+JWT library brings algorithm negotiation (the `alg` header) that this needs to refuse anyway,
+and both bring the `cryptography` stack next to the pynacl relay already uses for every other
+signature. Gateways that already mint these tokens keep working unchanged.
 """
 
 from __future__ import annotations
@@ -22,6 +35,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -51,8 +65,17 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
 def _unb64url(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Strict unpadded base64url: ValueError for any text that is not the one spelling."""
+    if not _B64URL.fullmatch(text):
+        raise ValueError("not base64url")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64url(data) != text:  # unused low bits set, or a length no encoding has
+        raise ValueError("not canonical base64url")
+    return data
 
 
 def issue_session_token(key: OperatorKey, *, now_s: int, ttl_s: int) -> str:
@@ -94,7 +117,9 @@ class Authenticator:
         token = token.strip()
         if token.startswith(SESSION_PREFIX + "."):
             return self._session(token, now_s)
-        presented = token.encode()
+        # aiohttp hands header bytes that are not UTF-8 over as surrogate escapes: compare the
+        # bytes the client sent (a plain encode() would raise, and answer 500).
+        presented = token.encode("utf-8", "surrogateescape")
         for name, expected in self._bearer:
             if hmac.compare_digest(presented, expected):
                 return Credential("bearer", "bearer:" + name)
@@ -117,4 +142,4 @@ class Authenticator:
             raise AuthError("session token signature does not verify")
         if not (iat - CLOCK_SKEW_S <= now_s < exp) or exp - iat > self._max_ttl:
             raise AuthError("session token expired or not yet valid")
-        return Credential("session", "session:" + sig_b64)
+        return Credential("session", f"session:{issuer.origin}:{signature.hex()}")

@@ -76,4 +76,10 @@ def _gunzip(data: bytes, limit: int) -> bytes:
         )
     if not inflater.eof:
         raise Problem(400, "bad-gzip", "Body is not valid gzip", "the gzip stream is truncated")
+    if inflater.unused_data:
+        # Bytes the body carries but nobody reads. A second gzip member is refused too: no
+        # client that sends gzip (CompressionStream, fetch libraries) writes one.
+        raise Problem(
+            400, "bad-gzip", "Body is not valid gzip", "bytes follow the end of the gzip stream"
+        )
     return out

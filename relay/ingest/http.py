@@ -1,4 +1,8 @@
-"""The app-facing HTTP API (DESIGN §2, §3; `openapi.yaml`).
+"""The HTTP APIs of `relay serve` (DESIGN §2, §3; `openapi.yaml`): two apps on two listeners.
+
+`create_app` is the public, app-facing one (ingest, client config, the operator view, `/healthz`
+and a bare `/readyz`). `create_operator_app` is the operator's (`metrics.listen`, loopback by
+default): `/metrics` and the detailed `/readyz`. Exact counts never reach the public port (P9).
 
 Identifiers (IP, User-Agent, headers, the body's ids) are read inside `_ingest` and go no further
 than `RequestContext`, which dies with the request (P1). Nothing here logs request content.
@@ -19,7 +23,7 @@ from relay.aggregate.window import window_start
 from relay.ingest.atlas import scrub_atlas
 from relay.ingest.auth import Authenticator, AuthError, Credential
 from relay.ingest.body import read_body
-from relay.ingest.decode import Decoded, EventError, decode_atlas, decode_native
+from relay.ingest.decode import Decoded, EventError, decode_atlas, decode_native, too_many_events
 from relay.ingest.limits import RateLimiter
 from relay.ingest.native import scrub_native
 from relay.ingest.problem import Problem, http_error_problem, problem_response
@@ -31,11 +35,11 @@ from relay.wal.log import WalFullError, WalUnavailableError
 if TYPE_CHECKING:
     from relay.serve import OperatorRelay
 
-__all__ = ["create_app", "runner_options"]
+__all__ = ["create_app", "create_operator_app", "runner_options"]
 
 _Event = TypeVar("_Event")
 # An endpoint is a decoder and the scrub that takes what it decodes.
-Decode = Callable[[bytes, int], Decoded[_Event]]
+Decode = Callable[[bytes, int], Decoded[_Event]]  # (body, max_events)
 Scrub = Callable[[Sequence[_Event | EventError], RequestContext, Admission], ScrubResult]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -105,22 +109,31 @@ class _Limits:
         )
 
     def check(self, ip: str, credential: Credential | None, events: int | None) -> None:
-        """Raise a 429 Problem if the request (or, with `events`, its events) is over a limit."""
+        """Raise a 429 Problem if the request (or, with `events`, its events) is over a limit.
+
+        A static bearer token stands for a server-side app the operator gave it to, which sends
+        for many users from one address: its own buckets replace the address's. A session token
+        stands for one user of a gateway, sending from that user's address: it is charged to
+        the address as well, so holding one does not lift the per-IP limit.
+        """
         if not self.enabled:
             return
-        if credential is None:
-            limiter, identity = (self.ip_requests, self.ip_events)[events is not None], ip
-        else:
+        amount = 1.0 if events is None else float(events)
+        charges = []
+        if credential is None or credential.kind == "session":
+            charges.append(((self.ip_requests, self.ip_events)[events is not None], ip))
+        if credential is not None:
             limiter = (self.token_requests, self.token_events)[events is not None]
-            identity = credential.rate_key
-        wait = limiter.take(identity, 1.0 if events is None else float(events))
-        if wait:
-            raise Problem(
-                429,
-                "rate-limited",
-                "Too many requests or events; slow down",
-                headers={"Retry-After": str(max(1, math.ceil(wait)))},
-            )
+            charges.append((limiter, credential.rate_key))
+        for limiter, identity in charges:
+            wait = limiter.take(identity, amount)
+            if wait:
+                raise Problem(
+                    429,
+                    "rate-limited",
+                    "Too many requests or events; slow down",
+                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                )
 
 
 def create_app(relay: OperatorRelay) -> web.Application:
@@ -178,12 +191,13 @@ def create_app(relay: OperatorRelay) -> web.Application:
             credential = authenticator.authenticate(
                 request.headers.get("Authorization"), now_ms // 1000
             )
-        except AuthError as exc:
+        except AuthError:
+            # One answer for every refusal: which check failed (an unknown issuer, a bad
+            # signature, an expired token) would tell a prober what it got right.
             raise Problem(
                 401,
                 "unauthorized",
                 "Missing or invalid token",
-                str(exc),
                 headers={"WWW-Authenticate": 'Bearer realm="relay"'},
             ) from None
         ip = _client_ip(request, trusted)
@@ -194,12 +208,7 @@ def create_app(relay: OperatorRelay) -> web.Application:
         # Atlas neither caps its batches nor retries: its events past the cap are rejected and
         # the rest kept (DESIGN §3.2). A native client is told to split its batch.
         if overflow and endpoint == "native":
-            raise Problem(
-                413,
-                "too-many-events",
-                "Too many events in one request",
-                f"at most {ingest.max_events_per_request} events per request",
-            )
+            raise too_many_events(ingest.max_events_per_request)
         limits.check(ip, credential, len(events))
         ctx = RequestContext(
             now_ms=now_ms,
@@ -269,16 +278,9 @@ def create_app(relay: OperatorRelay) -> web.Application:
         return web.json_response({"status": "ok"})
 
     async def readyz(request: web.Request) -> web.Response:
-        checks = backpressure.checks()
+        # Ready or not, for a load balancer; which check failed is the operator's business.
         ready = backpressure.ready
-        return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
-
-    async def get_metrics(request: web.Request) -> web.Response:
-        backpressure.update_gauges()
-        return web.Response(
-            body=metrics.exposition(),
-            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
-        )
+        return web.json_response({"ready": ready}, status=200 if ready else 503)
 
     app = web.Application(
         # CORS outermost, so that error answers carry CORS headers and browsers can read them.
@@ -299,7 +301,30 @@ def create_app(relay: OperatorRelay) -> web.Application:
     app.router.add_get("/v1/operator", get_operator)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    return app
+
+
+def create_operator_app(relay: OperatorRelay) -> web.Application:
+    """The operator listener's app: no CORS (no browser page needs it), no auth (bind it to
+    loopback or a private network, as `metrics.listen` does by default)."""
+    metrics = relay.metrics
+    backpressure = relay.backpressure
+
+    async def readyz(request: web.Request) -> web.Response:
+        checks = backpressure.checks()
+        ready = backpressure.ready
+        return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+
+    async def get_metrics(request: web.Request) -> web.Response:
+        backpressure.update_gauges()
+        return web.Response(
+            body=metrics.exposition(),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
+
+    app = web.Application(middlewares=[_problems_middleware])
     app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/readyz", readyz)
     return app
 
 

@@ -212,7 +212,9 @@ def _middleware(tokens: Mapping[str, str]) -> Callable[..., Awaitable[web.Stream
     def authorized(header: str | None) -> bool:
         if header is None or not header.startswith("Bearer "):
             return False
-        offered = header.removeprefix("Bearer ").strip().encode()
+        # Header bytes that are not UTF-8 arrive as surrogate escapes; compare the bytes sent
+        # (a plain encode() raised, and the request got a 500).
+        offered = header.removeprefix("Bearer ").strip().encode("utf-8", "surrogateescape")
         # Compare with every token, always: the time taken does not tell which one matched.
         return sum(hmac.compare_digest(offered, secret) for secret in secrets) > 0
 
