@@ -10,6 +10,7 @@ HTTP receiver started here.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from tests.conftest import T0_MS, FakeClock
 from tests.test_lead_api import tamper
 from tests.test_lead_data import EU_IP, ORIGIN_A, WINDOW_MS, lead_settings, relay_settings
 
+RULES = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
 CLIENTS = [f"c{i}" for i in range(4)]
 #: Two windows and a bit: the lead judges nodes on the last two sealed windows.
 RANGE_SECONDS = 150
@@ -238,6 +240,10 @@ async def test_only_verified_data_and_findings_are_exposed(story: Story) -> None
         assert value(samples, "relay_lead_operator_findings", code="leaf_mismatch", **origin) == 1
         assert value(samples, "relay_lead_findings") == 1
         assert value(samples, "relay_lead_operator_head_seq", **origin) == 4
+        # The shipped alert rules ask only for names this scrape has.
+        rules = (RULES / "relay-lead.rules.yml").read_text(encoding="utf-8")
+        asked = set(re.findall(r"relay_lead_[a-z_]+", rules))
+        assert asked and asked <= {name for name, _ in samples}
     finally:
         await scraper.http.close()
         await scraper.server.close()
