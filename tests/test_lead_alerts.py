@@ -262,6 +262,25 @@ async def test_max_nodes_keeps_the_busiest(story: Story) -> None:
         await service.source.close()
 
 
+async def test_a_restarted_lead_finds_silent_nodes_by_seeding(story: Story) -> None:
+    service = await story.lead(story.lead_settings())
+    await phase_down(story, service)  # d2 silent since before this lead started
+    watch = NodeWatch(service, LeadMetricsConfig(range_seconds=RANGE_SECONDS))
+    try:
+        assert [n.id for n in (await watch.snapshot()).nodes] == ["d1"]
+        await watch.seed()
+        d2 = {n.id: n for n in (await watch.snapshot()).nodes}["d2"]
+        assert d2.figures["requests"] == 0 and d2.figures["status"] == "unknown"
+        assert d2.last_window_end_ms == T0_MS + 5 * WINDOW_MS
+        # Forgotten once older than remember_seconds.
+        story.clock.advance(3600)
+        forgetful = NodeWatch(service, LeadMetricsConfig(range_seconds=60, remember_seconds=3000))
+        await forgetful.seed()
+        assert (await forgetful.snapshot()).nodes == []
+    finally:
+        await service.source.close()
+
+
 async def test_healthz_and_readyz(story: Story) -> None:
     settings = story.lead_settings()
     service = await story.lead(settings)

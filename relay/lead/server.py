@@ -61,8 +61,6 @@ async def run_lead(settings: Settings) -> None:
         service = await build_service(settings, source)
         tokens = {name: token.get_secret_value() for name, token in lead.api_tokens.items()}
         watch = NodeWatch(service, lead.metrics)
-        # Before serving: the first snapshot reads `remember_seconds` back (silent nodes).
-        await watch.snapshot()
         counters = CollectorRegistry(auto_describe=True)
         notifier = Notifier(lead.notify, watch, counters)
         app = create_lead_app(service, tokens, watch, counters)
@@ -71,6 +69,7 @@ async def run_lead(settings: Settings) -> None:
         site = web.TCPSite(runner, lead.listen.host, lead.listen.port)
         await site.start()
         refresher = asyncio.get_running_loop().create_task(service.verification.run())
+        seeding = asyncio.get_running_loop().create_task(watch.seed())
         await notifier.start()
         notifying = (
             asyncio.get_running_loop().create_task(notifier.run()) if lead.notify.webhooks else None
@@ -86,7 +85,7 @@ async def run_lead(settings: Settings) -> None:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         await stop.wait()
-        for task in (refresher, notifying):
+        for task in (refresher, seeding, notifying):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -4,9 +4,10 @@ A snapshot judges every node on the trailing `lead.metrics.range_seconds` of sea
 verified batches, with the lead's own status function (relay.lead.health.figures), exactly as
 the dashboard would over that range. A node that had verified traffic within
 `remember_seconds` stays listed after it falls silent, with zero requests and a growing age, so
-"silent" can be seen and alerted on; the first snapshot looks that far back, later ones only over
-the range. So the nodes listed are at most those published in verified batches over
-`remember_seconds`, capped at `max_nodes` (the busiest; the rest are counted in `omitted`).
+"silent" can be seen and alerted on: the watch remembers what its snapshots saw, and `seed` reads
+that far back once after a start; every snapshot reads only the range. So the nodes listed are
+at most those published in verified batches over `remember_seconds`, capped at `max_nodes` (the
+busiest; the rest are counted in `omitted`).
 """
 
 from __future__ import annotations
@@ -115,22 +116,29 @@ class NodeWatch:
     def __init__(self, service: LeadService, config: LeadMetricsConfig) -> None:
         self.service = service
         self.config = config
-        self._seen: _Seen | None = None
+        self._seen = _Seen()
 
     async def _verified(self, time_range: TimeRange) -> dict[GroupKey, Tally]:
         selection = self.service.verification.current.verified
         return await self.service.source.tallies(CellQuery(time_range), selection, "none")
+
+    async def seed(self) -> None:
+        """Who had verified traffic in the `remember_seconds` before the range.
+
+        Run once after a start, in the background (it reads that whole span: tens of seconds
+        on a large store); until it is done, a node silent since before the start is not listed.
+        """
+        now_ms = self.service.clock()
+        end_ms = now_ms - self.config.range_seconds * 1000
+        start_ms = now_ms - self.config.remember_seconds * 1000
+        if start_ms < end_ms:
+            self._seen.note(await self._verified(TimeRange(start_ms, end_ms)))
 
     async def snapshot(self) -> Snapshot:
         now_ms = self.service.clock()
         v = self.service.verification.current
         time_range = TimeRange(now_ms - self.config.range_seconds * 1000, now_ms)
         remember_from = now_ms - self.config.remember_seconds * 1000
-        if self._seen is None:
-            # Once: who had traffic before the range, so a node silent since then is listed.
-            self._seen = _Seen()
-            if remember_from < time_range.from_ms:
-                self._seen.note(await self._verified(TimeRange(remember_from, time_range.from_ms)))
         tallies = await self._verified(time_range)
         seen = self._seen
         seen.note(tallies)
