@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable
@@ -43,6 +43,8 @@ ALERTING = ("down", "degraded")
 HOUR_SECONDS = 3600.0
 #: Longest wait between tries, whatever Retry-After asks for.
 MAX_BACKOFF_SECONDS = 300.0
+#: Jitter only spreads retries in time; like all of relay's randomness it is not seedable.
+_JITTER = secrets.SystemRandom()
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +199,7 @@ class _Webhook:
                 break
             self.retries.labels(self.name).inc()
             await asyncio.sleep(
-                min(MAX_BACKOFF_SECONDS, max(wait, random.uniform(backoff / 2, backoff)))
+                min(MAX_BACKOFF_SECONDS, max(wait, _JITTER.uniform(backoff / 2, backoff)))
             )
             backoff *= 2
         self.outcomes.labels(self.name, "failed").inc()
