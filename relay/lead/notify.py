@@ -74,7 +74,9 @@ def compare(before: Watched | None, snapshot: Snapshot) -> tuple[Watched, list[d
     listed = {(node.role, node.id): node for node in snapshot.nodes}
     nodes = {key: node.figures["status"] for key, node in listed.items()}
     for key in sorted(previous.nodes.keys() | nodes.keys()):
-        was, now = previous.nodes.get(key, "unknown"), nodes.get(key, "unknown")
+        # None: not seen before (the first comparison after a start, or a new node).
+        seen_as = previous.nodes.get(key)
+        was, now = seen_as or "unknown", nodes.get(key, "unknown")
         if _alerting(was) == _alerting(now):
             continue
         node = listed.get(key)
@@ -88,7 +90,7 @@ def compare(before: Watched | None, snapshot: Snapshot) -> tuple[Watched, list[d
             {
                 "event": "node_status",
                 "node": {"role": key[0], "id": key[1]},
-                "from": was,
+                "from": seen_as,
                 "to": now,
                 "reasons": reasons,
                 "requests": None if node is None else node.figures["requests"],
