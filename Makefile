@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench lint typecheck schemas clean chromium demo
+.PHONY: run test bench lint typecheck schemas clean chromium promtool demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/relay serve
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium promtool
 	$(BIN)/ruff check relay tests
 	$(BIN)/ruff format --check relay tests
 	$(BIN)/mypy
@@ -25,6 +25,12 @@ test: $(STAMP) chromium
 # The dashboard test drives Debian's Chromium headless (Playwright never downloads a browser here).
 chromium:
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
+
+# The alert rules in deploy/prometheus are checked and unit-tested with Debian's promtool. The
+# package also ships a Prometheus server that systemd would start on :9090: installed only for
+# promtool, it is stopped and disabled at once (tests never need a running Prometheus).
+promtool:
+	command -v promtool >/dev/null || (apt-get update && apt-get install -y --no-install-recommends prometheus && (systemctl disable --now prometheus 2>/dev/null || true))
 
 # A populated dashboard from nothing: hours of synthetic traffic through real relays, then the lead.
 demo: $(STAMP)

@@ -24,7 +24,8 @@ from relay.logs import configure_logging
 from relay.registry import RegistryError
 from relay.serve import OperatorRelay, tune_gc
 from relay.sinks.es_setup import add_arguments as add_es_setup_arguments
-from relay.sinks.es_setup import run_command as run_es_setup
+from relay.sinks.kibana_setup import add_arguments as add_kibana_arguments
+from relay.sinks.kibana_setup import run_command as run_es_setup
 from relay.sinks.store import EmbeddedStore
 from relay.verify.command import add_verify_command
 
@@ -183,9 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     lead.set_defaults(run=_cmd_lead)
 
     es_setup = commands.add_parser(
-        "es-setup", help="lead side: Elasticsearch index templates, retention, API keys"
+        "es-setup",
+        help="lead side: Elasticsearch index templates, retention, API keys; Kibana data views",
     )
     add_es_setup_arguments(es_setup)
+    add_kibana_arguments(es_setup)
     es_setup.set_defaults(run=run_es_setup)
 
     add_verify_command(commands)

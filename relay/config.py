@@ -302,6 +302,47 @@ class LeadThresholds(_Section):
         return self
 
 
+class LeadMetricsConfig(_Section):
+    """What `relay lead` reports at /metrics and judges for notifications (README "Alerts")."""
+
+    range_seconds: int = Field(
+        900, ge=60, le=86400, description="Trailing range of sealed windows a node is judged on."
+    )
+    remember_seconds: int = Field(
+        86400,
+        ge=60,
+        le=30 * 86400,
+        description="A node with verified traffic this recent stays listed when it falls silent.",
+    )
+    max_nodes: int = Field(
+        1000, ge=1, le=100_000, description="Most nodes listed (the busiest); the rest are counted."
+    )
+
+
+class WebhookConfig(_Section):
+    # A Discord or Slack webhook URL is itself the secret that lets anyone post: never shown.
+    url: SecretStr
+    format: Literal["json", "discord", "slack"] = "json"
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, url: SecretStr) -> SecretStr:
+        if not url.get_secret_value().startswith(("http://", "https://")):
+            raise ValueError("a webhook url starts with http:// or https://")
+        return url
+
+
+class LeadNotifyConfig(_Section):
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
+    interval_seconds: float = Field(
+        60, gt=0, le=3600, description="How often node statuses and findings are compared."
+    )
+    max_per_hour: int = Field(30, ge=1, description="Messages per webhook per hour, at most.")
+    attempts: int = Field(5, ge=1, le=20, description="Tries per message (5xx, 429, no answer).")
+    retry_initial_seconds: float = Field(2.0, gt=0, description="First backoff; doubles per try.")
+    timeout_seconds: float = Field(10.0, gt=0, le=120)
+
+
 class LeadConfig(_Section):
     listen: LeadListenConfig = Field(default_factory=LeadListenConfig)
     source: LeadSourceConfig = Field(default_factory=LeadSourceConfig)
@@ -314,6 +355,8 @@ class LeadConfig(_Section):
     verify_interval_seconds: float = Field(
         15, gt=0, le=86400, description="How often to look for new data and verify it again."
     )
+    metrics: LeadMetricsConfig = Field(default_factory=LeadMetricsConfig)
+    notify: LeadNotifyConfig = Field(default_factory=LeadNotifyConfig)
 
 
 class MetricsListenConfig(ListenConfig):

@@ -27,8 +27,9 @@ _junk = st.one_of(
     st.integers(-(2**70), 2**70),
     st.floats(allow_nan=False),
     st.text(max_size=4),
-    st.just([]),
-    st.just({}),
+    # Fresh containers each time: a shared `{}` would carry one example's mutation to the next.
+    st.builds(list),
+    st.builds(dict),
 )
 _ids = st.text(alphabet="aZ09:._-", min_size=1, max_size=128) | st.sampled_from(
     ["a" * 128, "a" * 129, "d1\n", "", "d 1", "\u00e9", "d1\u0000"]

@@ -169,7 +169,7 @@ def test_every_route_is_documented_and_every_documented_path_served() -> None:
         (method.upper(), path)
         for path, item in document["paths"].items()
         for method, operation in item.items()
-        if method != "servers" and operation["tags"] == ["lead"]
+        if method != "servers" and "lead" in operation["tags"]
     }
     app = create_lead_app(cast(LeadService, None), {})
     served = {

@@ -414,7 +414,12 @@ def test_openapi_operations_are_tagged_operator() -> None:
         ("/readyz", "get"),
         ("/metrics", "get"),
     }
+    # Both programs serve these three, each with its own answers (described per operation);
+    # relay serve's /metrics and detailed /readyz are on its operator listener (P9).
+    expected = {
+        "/healthz": ["operator", "lead"],
+        "/readyz": ["operator", "metrics", "lead"],
+        "/metrics": ["metrics", "lead"],
+    }
     for path, _, operation in operations:
-        # The operator listener's (P9): /metrics only there, /readyz on both listeners.
-        expected = {"/metrics": ["metrics"], "/readyz": ["operator", "metrics"]}
         assert operation["tags"] == expected.get(path, ["operator"]), path

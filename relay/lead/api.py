@@ -2,7 +2,8 @@
 
 Read-only. With `lead.api_tokens` set, every /v1 request needs one of the tokens as a bearer
 token; the dashboard's page and scripts hold no data and are served to anyone (the page asks for
-a token when the API answers 401). Every error is RFC 9457 problem+json.
+a token when the API answers 401); /metrics needs one too, /healthz and /readyz do not (both
+in relay/lead/exposition.py). Every error is RFC 9457 problem+json.
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from relay.aggregate.cells import MAX_SAFE_INT
+from relay.config import LeadMetricsConfig
 from relay.ingest.problem import Problem, http_error_problem, problem_response
+from relay.lead import exposition
 from relay.lead.service import LeadService
 from relay.lead.timerange import RangeError, TimeRange, parse_range, parse_step
+from relay.lead.watch import NodeWatch
 
 __all__ = ["SERVICE", "create_lead_app"]
 
@@ -221,7 +226,10 @@ def _middleware(tokens: Mapping[str, str]) -> Callable[..., Awaitable[web.Stream
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            needs_token = secrets and request.path.startswith("/v1/")
+            # /metrics holds what /v1/nodes does; Prometheus sends the token (README "Alerts").
+            needs_token = secrets and (
+                request.path.startswith("/v1/") or request.path == "/metrics"
+            )
             if needs_token and not authorized(request.headers.get("Authorization")):
                 raise Problem(
                     401,
@@ -243,9 +251,20 @@ def _middleware(tokens: Mapping[str, str]) -> Callable[..., Awaitable[web.Stream
     return middleware
 
 
-def create_lead_app(service: LeadService, tokens: Mapping[str, str]) -> web.Application:
+def create_lead_app(
+    service: LeadService,
+    tokens: Mapping[str, str],
+    watch: NodeWatch | None = None,
+    counters: CollectorRegistry | None = None,
+) -> web.Application:
+    """The lead's app; `watch` (default: lead.metrics defaults) and `counters` feed /metrics."""
     app = web.Application(middlewares=[_middleware(tokens)])
     app[SERVICE] = service
+    exposition.add_routes(
+        app,
+        watch or NodeWatch(service, LeadMetricsConfig()),
+        counters or CollectorRegistry(auto_describe=True),
+    )
     # Path parameters are checked by the handlers, so a malformed one is a 400 naming it (an
     # origin is only looked up: one that is not stored is a 404). An origin may hold a '/' (sent
     # as is or as %2F): it takes all segments but the fixed ones.

@@ -9,14 +9,17 @@ import signal
 from collections.abc import Callable
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from relay.config import Settings
 from relay.lead.api import create_lead_app
 from relay.lead.es_source import ElasticsearchSource
+from relay.lead.notify import Notifier
 from relay.lead.service import LeadService
 from relay.lead.source import Source
 from relay.lead.store_source import StoreSource
 from relay.lead.verification import VerificationCache
+from relay.lead.watch import NodeWatch
 from relay.serve import wall_clock_ms
 
 __all__ = ["build_service", "open_source", "run_lead"]
@@ -57,11 +60,20 @@ async def run_lead(settings: Settings) -> None:
     try:
         service = await build_service(settings, source)
         tokens = {name: token.get_secret_value() for name, token in lead.api_tokens.items()}
-        runner = web.AppRunner(create_lead_app(service, tokens), handle_signals=False)
+        watch = NodeWatch(service, lead.metrics)
+        counters = CollectorRegistry(auto_describe=True)
+        notifier = Notifier(lead.notify, watch, counters)
+        app = create_lead_app(service, tokens, watch, counters)
+        runner = web.AppRunner(app, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, lead.listen.host, lead.listen.port)
         await site.start()
         refresher = asyncio.get_running_loop().create_task(service.verification.run())
+        seeding = asyncio.get_running_loop().create_task(watch.seed())
+        await notifier.start()
+        notifying = (
+            asyncio.get_running_loop().create_task(notifier.run()) if lead.notify.webhooks else None
+        )
         log.info(
             "relay lead listening (source %s%s)",
             lead.source.type,
@@ -73,9 +85,12 @@ async def run_lead(settings: Settings) -> None:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         await stop.wait()
-        refresher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await refresher
+        for task in (refresher, seeding, notifying):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await notifier.close()
         await runner.cleanup()
     finally:
         await source.close()

@@ -77,6 +77,10 @@ class VerificationCache:
         self._registry: Registry | None = None
 
     @property
+    def has_run(self) -> bool:
+        return self._current is not None
+
+    @property
     def current(self) -> Verification:
         if self._current is None:
             raise RuntimeError("verification has not run yet: call refresh() first")
