@@ -31,9 +31,11 @@ import pytest
 from aiohttp import ClientSession, web
 from playwright.async_api import Browser, Page, async_playwright
 
+from relay.ingest.atlas import distributor_node
 from relay.ingest.client_config import ClientConfigDocument
 from relay.sinks.documents import Document
 from tests.conftest import LiveServer, RunningRelay, stored_documents
+from tests.test_atlas import DISTRIBUTOR_URLS
 from tests.test_dashboard import CHROMIUM, CHROMIUM_ARGS, watch
 
 pytestmark = pytest.mark.skipif(
@@ -298,6 +300,10 @@ async def test_two_users_report_outcomes_and_timings_per_node(world: World) -> N
         assert await page.evaluate("() => reporter.stats()") == {
             "queued": 0, "sent": 6, "beaconed": 0, "dropped": 0, "sampled_out": 0,
         }  # fmt: skip
+        # Nothing kept on the device: the session pseudonym lives in the module's memory.
+        assert await page.evaluate(
+            "() => [document.cookie, localStorage.length, sessionStorage.length]"
+        ) == ["", 0, 0]
     for _, problems in pages:
         # The page's own two loads from /fail.* failed on purpose; nothing else did, nothing threw.
         assert problems == [FAILED_503, FAILED_503]
@@ -390,6 +396,21 @@ async def test_backs_off_on_503_and_honours_retry_after(world: World) -> None:
     # Chromium logs each refused attempt (and reports a refused keepalive fetch as failed).
     events_url = f"{world.reporter_url(1)}/v1/events"
     assert problems == [FAILED_503, f"failed: {events_url}"] * 2
+
+
+async def test_client_names_distributors_as_the_atlas_adapter_does(world: World) -> None:
+    page, problems = await world.open_page(1)
+    urls = [url for url, _ in DISTRIBUTOR_URLS]
+    named = await page.evaluate(
+        """async ([src, urls]) => {
+          const { distributorNode } = await import(src);  // the module the page already has
+          return urls.map((url) => distributorNode(url));
+        }""",
+        [world.relay.url("/v1/client.js"), urls],
+    )
+    assert named == [node for _, node in DISTRIBUTOR_URLS]
+    assert named == [distributor_node(url) for url in urls]
+    assert problems == []
 
 
 async def test_relay_serves_the_client_pinnable_with_sri(relay_server: RunningRelay) -> None:

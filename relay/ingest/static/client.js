@@ -29,14 +29,14 @@ const millis = (value, max) =>
  * scheme's default (the rule the relay applies to Atlas's URLs), or null. */
 export function distributorNode(url) {
   try {
-    const u = new URL(String(url), globalThis.location?.href);
+    const u = new URL(String(url)); // absolute only: a bare host is not a URL
     // WHATWG URL has already lower-cased and IDNA-encoded the host and dropped a default port.
-    const host = u.hostname.replace(/\.$/, "");
+    const host = u.hostname.replace(/\.+$/, "");
     if ((u.protocol !== "http:" && u.protocol !== "https:") || !host || host.startsWith("[")) {
       return null; // an IPv6 literal would be ambiguous with the port
     }
     const id = u.port ? `${host}:${u.port}` : host;
-    return NODE_ID.test(id) ? id : null;
+    return NODE_ID.test(id) && id !== "_all" ? id : null; // _all: the network-wide cell
   } catch {
     return null;
   }
