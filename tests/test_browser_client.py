@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import itertools
 import re
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ DATA = bytes(range(256)) * 80  # 20 480 bytes
 # Distributors allow any origin to read their answers and their timings.
 FAILED_503 = "console error: Failed to load resource: the server responded with a status of 503 "
 FAILED_503 += "(Service Unavailable)"
+REFUSED = "console error: Failed to load resource: net::ERR_CONNECTION_REFUSED"
 OPEN = {"Access-Control-Allow-Origin": "*", "Timing-Allow-Origin": "*", "Cache-Control": "no-store"}
 
 
@@ -190,6 +192,7 @@ class World:
     page_origin: LiveServer
     healthy: str  # base URLs of the two distributors
     bad: str
+    dead: str  # a port nothing listens on
     browser: Browser
 
     def reporter_url(self, net: int) -> str:
@@ -239,6 +242,7 @@ async def world(start_relay: StartRelay, request: pytest.FixtureRequest) -> Asyn
                 page_origin=servers[1],
                 healthy=str(servers[2].make_url("")).rstrip("/"),
                 bad=str(servers[3].make_url("")).rstrip("/"),
+                dead=f"http://127.0.0.1:{closed_port()}",
                 browser=browser,
             )
         finally:
@@ -247,6 +251,14 @@ async def world(start_relay: StartRelay, request: pytest.FixtureRequest) -> Asyn
             await http.close()
             for server in servers:
                 await server.close()
+
+
+def closed_port() -> int:
+    """A loopback port that was free a moment ago: connecting to it is refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
 
 
 def node_of(base_url: str) -> str:
@@ -269,7 +281,7 @@ async def summaries(relay: RunningRelay) -> dict[str, dict[str, Any]]:
 
 
 # What each user's page does: the app's own loads, observed by the reporter.
-BROWSE = """async ([healthy, bad]) => {
+BROWSE = """async ([healthy, bad, dead]) => {
   const image = (src, cors) => new Promise((done) => {
     const img = new Image();
     if (cors) img.crossOrigin = "anonymous";
@@ -286,31 +298,40 @@ BROWSE = """async ([healthy, bad]) => {
   reporter.watch(hung);
   hung.src = bad + "/hang.png";
   reporter.signal({ node: bad + "/any/path", signal: "playback_slow" });
-  return failed.status;
+  await image(dead + "/img.png", true);
+  await image(dead + "/no-cors.png");
+  const refused = await reporter.fetch(dead + "/data.bin").catch((error) => error.name);
+  return [failed.status, refused];
 }"""
 
 
 async def test_two_users_report_outcomes_and_timings_per_node(world: World) -> None:
     pages = [await world.open_page(net) for net in (1, 2)]
     for page, _ in pages:
-        assert await page.evaluate(BROWSE, [world.healthy, world.bad]) == 503
+        browse = await page.evaluate(BROWSE, [world.healthy, world.bad, world.dead])
+        assert browse == [503, "TypeError"]
     for page, _ in pages:
-        # 5 requests and a signal each; the hung image counts once its 1.5 s are up.
-        await page.wait_for_function("() => reporter.stats().sent === 6", timeout=10_000)
+        # 8 requests and a signal each; the hung image counts once its 1.5 s are up.
+        await page.wait_for_function("() => reporter.stats().sent === 9", timeout=10_000)
         assert await page.evaluate("() => reporter.stats()") == {
-            "queued": 0, "sent": 6, "beaconed": 0, "dropped": 0, "sampled_out": 0,
+            "queued": 0, "sent": 9, "beaconed": 0, "dropped": 0, "sampled_out": 0,
         }  # fmt: skip
         # Nothing kept on the device: the session pseudonym lives in the module's memory.
         assert await page.evaluate(
             "() => [document.cookie, localStorage.length, sessionStorage.length]"
         ) == ["", 0, 0]
     for _, problems in pages:
-        # The page's own two loads from /fail.* failed on purpose; nothing else did, nothing threw.
-        assert problems == [FAILED_503, FAILED_503]
+        # The page's own loads from /fail.* and the dead port failed on purpose; nothing else
+        # did, and nothing threw.
+        expected = [FAILED_503] * 2 + [REFUSED] * 3
+        expected += [
+            f"failed: {world.dead}/{name}" for name in ("img.png", "no-cors.png", "data.bin")
+        ]
+        assert sorted(problems) == sorted(expected)
 
     # Only hosts, outcomes, coarse timings and the session pseudonym left the browser.
     posted = world.proxy.posted_events()
-    assert len(posted) == 12
+    assert len(posted) == 18
     assert all(set(e) <= {"kind", "node", "op", "outcome", "ttfb_ms", "duration_ms", "bytes",
                           "asset", "signal", "client"} for e in posted)  # fmt: skip
     assert not any(re.search(r"\.png|\.bin|user=|path", orjson.dumps(e).decode()) for e in posted)
@@ -329,7 +350,11 @@ async def test_two_users_report_outcomes_and_timings_per_node(world: World) -> N
     assert bad["requests"] == 6
     assert bad["outcomes"] == {"http_5xx": 4, "timeout": 2}
     assert bad["signals"] == {"playback_slow": 2}
-    assert bad["region"] == healthy["region"] == "ZZ"
+    dead = cells[node_of(world.dead)]
+    # Refused: the CORS image and the fetch. The no-cors image's error hides whether an answer
+    # came (an error status or no connection), so it is `other`.
+    assert dead["outcomes"] == {"connection": 4, "other": 2}
+    assert bad["region"] == healthy["region"] == dead["region"] == "ZZ"
 
 
 @pytest.mark.parametrize("world", [{"flush_interval_seconds": 3600}], indirect=True)

@@ -317,11 +317,14 @@ export function createReporter(relayUrl, options = {}) {
         if (entry || media) reportLoad(info, node, "ok", timing);
         return;
       }
-      // An element error does not say why. A status, when the browser shows one, does;
-      // otherwise no timing entry at all means the request never got an answer.
+      // An element error does not say why. The status does, which the browser shows for a CORS
+      // load only (crossorigin set). A CORS load that shows no answer at all (or a browser that
+      // records no entry for a failed load) got none; a no-cors one may have had a hidden one.
       const status = httpOutcome(timing.status);
+      const answered = timing.status > 0 || timing.ttfb_ms !== undefined;
       const outcome = code === 1 ? "aborted" : status && status !== "ok" ? status :
-        !entry || code === 2 ? "connection" : "other";
+        code === 2 || !entry || (!answered && element.crossOrigin !== null) ? "connection" :
+          "other";
       reportLoad(info, node, outcome, { ttfb_ms: timing.ttfb_ms });
     });
     events.forEach((name) => element.addEventListener(name, finish));
