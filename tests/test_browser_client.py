@@ -75,6 +75,10 @@ def distributor(release: asyncio.Event) -> web.Application:
         await asyncio.sleep(ASSET_DELAY_S)
         return web.Response(body=DATA, content_type="application/octet-stream", headers=OPEN)
 
+    async def cacheable_img(request: web.Request) -> web.Response:
+        headers = {**OPEN, "Cache-Control": "public, max-age=600"}
+        return web.Response(body=PNG, content_type="image/png", headers=headers)
+
     async def hang(request: web.Request) -> web.Response:
         # Bounded: the test releases it at teardown, and it gives up on its own after 20 s.
         with contextlib.suppress(TimeoutError):
@@ -87,6 +91,7 @@ def distributor(release: asyncio.Event) -> web.Application:
     app = web.Application()
     app.router.add_get("/img.png", healthy_img)
     app.router.add_get("/data.bin", healthy_data)
+    app.router.add_get("/cached.png", cacheable_img)
     app.router.add_get("/hang.png", hang)
     app.router.add_get("/fail.png", fail)
     app.router.add_get("/fail.bin", fail)
@@ -421,6 +426,28 @@ async def test_backs_off_on_503_and_honours_retry_after(world: World) -> None:
     # Chromium logs each refused attempt (and reports a refused keepalive fetch as failed).
     events_url = f"{world.reporter_url(1)}/v1/events"
     assert problems == [FAILED_503, f"failed: {events_url}"] * 2
+
+
+async def test_loads_from_the_browser_cache_are_not_reported(world: World) -> None:
+    page, problems = await world.open_page(1)
+    loads = """async (src) => {
+      // The network, then the HTTP cache (a new request mode is a new image), then the
+      // memory cache: only the first says anything about the node.
+      for (const cors of [false, true, true]) {
+        await new Promise((done) => {
+          const img = new Image();
+          if (cors) img.crossOrigin = "anonymous";
+          reporter.watch(img);
+          img.onload = img.onerror = done;
+          img.src = src;
+        });
+      }
+    }"""
+    await page.evaluate(loads, world.healthy + "/cached.png")
+    await page.wait_for_function("() => reporter.stats().sent === 1", timeout=5000)
+    await asyncio.sleep(1.2)  # one more flush: nothing else comes
+    assert (await page.evaluate("() => reporter.stats()"))["sent"] == 1
+    assert problems == []
 
 
 async def test_client_names_distributors_as_the_atlas_adapter_does(world: World) -> None:
