@@ -295,7 +295,8 @@ export function createReporter(relayUrl, options = {}) {
   function watch(element, meta = {}) {
     const since = now();
     const media = typeof HTMLMediaElement !== "undefined" && element instanceof HTMLMediaElement;
-    const asset = meta.asset ?? (media ? "video" : "image");
+    const video = typeof HTMLVideoElement !== "undefined" && element instanceof HTMLVideoElement;
+    const asset = meta.asset ?? (video ? "video" : media ? "other" : "image");
     const events = media ? ["loadedmetadata", "error"] : ["load", "error"];
     let finished = false;
     const finish = safe(async (event) => {
@@ -308,8 +309,6 @@ export function createReporter(relayUrl, options = {}) {
       if (!node) return;
       const info = { ...meta, asset };
       if (!event) return reportLoad(info, node, "timeout", {});
-      const code = media && event.type === "error" ? element.error?.code : 0;
-      if (code === 3) return signal({ node, signal: "playback_codec" }); // the bytes came
       const entry = await timingEntry(url, since, 250);
       const timing = fromEntry(entry);
       if (event.type !== "error") {
@@ -317,14 +316,24 @@ export function createReporter(relayUrl, options = {}) {
         if (entry || media) reportLoad(info, node, "ok", timing);
         return;
       }
-      // An element error does not say why. The status does, which the browser shows for a CORS
-      // load only (crossorigin set). A CORS load that shows no answer at all (or a browser that
-      // records no entry for a failed load) got none; a no-cors one may have had a hidden one.
+      const code = media ? element.error?.code : 0;
       const status = httpOutcome(timing.status);
+      // Media that arrived but does not play (MEDIA_ERR_DECODE, or SRC_NOT_SUPPORTED after a
+      // 2xx): a codec problem, as Atlas reports it, not a failed request.
+      if (code === 3 || (code === 4 && status === "ok")) {
+        return signal({ node, signal: "playback_codec" });
+      }
+      // An element error does not say why. The status does, which the browser shows for a CORS
+      // image only (crossorigin set; media loads hide it). A CORS image that shows no answer at
+      // all got none (as when the browser records no entry for a failed load); a no-cors one
+      // may have had a hidden error answer.
       const answered = timing.status > 0 || timing.ttfb_ms !== undefined;
-      const outcome = code === 1 ? "aborted" : status && status !== "ok" ? status :
-        code === 2 || !entry || (!answered && element.crossOrigin !== null) ? "connection" :
-          "other";
+      let outcome = "other";
+      if (code === 1) outcome = "aborted";
+      else if (status && status !== "ok") outcome = status;
+      else if (code === 2 || !entry || (!media && !answered && element.crossOrigin !== null)) {
+        outcome = "connection";
+      }
       reportLoad(info, node, outcome, { ttfb_ms: timing.ttfb_ms });
     });
     events.forEach((name) => element.addEventListener(name, finish));
