@@ -235,10 +235,13 @@ export function createReporter(relayUrl, options = {}) {
   // Resource Timing entries of the URLs being watched, as the browser records them. An
   // observer, not getEntriesByName alone: the global buffer stops at 250 entries by default.
   const waiting = new Map(); // url -> [{since, done, timer}]
-  const observer = globalThis.PerformanceObserver && new PerformanceObserver((list) => {
-    for (const entry of list.getEntries()) resolveEntry(entry.name, entry);
-  });
-  safe(() => observer?.observe({ type: "resource", buffered: true }))();
+  const observer = safe(() => {
+    const created = new PerformanceObserver((list) => {
+      for (const entry of list.getEntries()) resolveEntry(entry.name, entry);
+    });
+    created.observe({ type: "resource", buffered: true });
+    return created;
+  })();
 
   function forget(url, waiter) {
     const list = (waiting.get(url) || []).filter((w) => w !== waiter);
@@ -369,8 +372,9 @@ export function createReporter(relayUrl, options = {}) {
     if (first() && response.type !== "opaque") {
       const ttfb = now() - since;
       const outcome = httpOutcome(response.status) ?? "other";
+      if (outcome !== "ok") safe(reportLoad)(info, node, outcome, { ttfb_ms: ttfb });
       // The entry appears once the app has read the body: it brings duration and size.
-      safe(async () => {
+      else safe(async () => {
         const timing = fromEntry(await timingEntry(response.url || url, since, timeoutMs));
         reportLoad(info, node, outcome, { ...timing, ttfb_ms: timing.ttfb_ms ?? ttfb });
       })();
@@ -382,10 +386,10 @@ export function createReporter(relayUrl, options = {}) {
     const node = nodeRef(fields.node);
     const outcome = pick(fields.outcome, OUTCOMES);
     if (!node || !outcome) return;
-    const bytes = Number.isSafeInteger(fields.bytes) && fields.bytes >= 0 ? fields.bytes : undefined;
+    const ok = Number.isSafeInteger(fields.bytes) && fields.bytes >= 0 && fields.bytes < 2 ** 40;
     record({ kind: "request", node, op: pick(fields.op, OPS) ?? "download", outcome,
       ttfb_ms: millis(fields.ttfb_ms, 600000), duration_ms: millis(fields.duration_ms, 3600000),
-      bytes, asset: pick(fields.asset, ASSETS) });
+      bytes: ok ? fields.bytes : undefined, asset: pick(fields.asset, ASSETS) });
   }
 
   function signal(fields) {
