@@ -71,34 +71,36 @@ def test_axios_messages_classify(message: str | None, outcome: str) -> None:
     assert classify_error(message) == outcome
 
 
-@pytest.mark.parametrize(
-    ("url", "node"),
-    [
-        ("https://mrbovo.distributor.cc", "mrbovo.distributor.cc"),
-        ("https://mrbovo.distributor.cc/distributor/api/v1/assets/48451", "mrbovo.distributor.cc"),
-        ("https://Distributor.Example:8443", "distributor.example:8443"),
-        ("https://a.example:443/x", "a.example"),
-        ("http://a.example:80", "a.example"),
-        ("http://a.example:443", "a.example:443"),
-        ("HTTPS://A.EXAMPLE", "a.example"),
-        ("https://user:secret@a.example/p?q=1#f", "a.example"),
-        ("https://a.example./x", "a.example"),
-        ("https://bücher.example/x", "xn--bcher-kva.example"),
-        ("https://192.0.2.7:8081/distributor", "192.0.2.7:8081"),
-        ("ftp://a.example", None),
-        ("", None),
-        ("mrbovo.distributor.cc", None),
-        ("https://", None),
-        ("https://[2001:db8::1]:8443/x", None),  # an IPv6 literal is ambiguous with a port
-        ("https://a.example:99999", None),
-        ("https://a.example:port", None),
-        ("javascript:alert(1)", None),
-        ("https://a b.example", None),
-        ("https://<script>.example", None),
-        ("https://_all", None),  # reserved for the network-wide cell
-        ("https://" + "a" * 130 + ".example", None),
-    ],
-)
+# URL -> the distributor it names (None: none). The browser client names them the same way
+# (tests/test_browser_client.py runs this table through it).
+DISTRIBUTOR_URLS: list[tuple[str, str | None]] = [
+    ("https://mrbovo.distributor.cc", "mrbovo.distributor.cc"),
+    ("https://mrbovo.distributor.cc/distributor/api/v1/assets/48451", "mrbovo.distributor.cc"),
+    ("https://Distributor.Example:8443", "distributor.example:8443"),
+    ("https://a.example:443/x", "a.example"),
+    ("http://a.example:80", "a.example"),
+    ("http://a.example:443", "a.example:443"),
+    ("HTTPS://A.EXAMPLE", "a.example"),
+    ("https://user:secret@a.example/p?q=1#f", "a.example"),
+    ("https://a.example./x", "a.example"),
+    ("https://bücher.example/x", "xn--bcher-kva.example"),
+    ("https://192.0.2.7:8081/distributor", "192.0.2.7:8081"),
+    ("ftp://a.example", None),
+    ("", None),
+    ("mrbovo.distributor.cc", None),
+    ("https://", None),
+    ("https://[2001:db8::1]:8443/x", None),  # an IPv6 literal is ambiguous with a port
+    ("https://a.example:99999", None),
+    ("https://a.example:port", None),
+    ("javascript:alert(1)", None),
+    ("https://a b.example", None),
+    ("https://<script>.example", None),
+    ("https://_all", None),  # reserved for the network-wide cell
+    ("https://" + "a" * 130 + ".example", None),
+]
+
+
+@pytest.mark.parametrize(("url", "node"), DISTRIBUTOR_URLS)
 def test_distributor_named_by_normalised_host(url: str, node: str | None) -> None:
     assert distributor_node(url) == node
 

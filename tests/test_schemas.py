@@ -409,6 +409,7 @@ def test_openapi_operations_are_tagged_operator() -> None:
         ("/v1/events", "post"),
         ("/v1/atlas/events", "post"),
         ("/v1/config", "get"),
+        ("/v1/client.js", "get"),
         ("/v1/operator", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),

@@ -23,6 +23,7 @@ from relay.aggregate.window import window_start
 from relay.ingest.atlas import scrub_atlas
 from relay.ingest.auth import Authenticator, AuthError, Credential
 from relay.ingest.body import read_body
+from relay.ingest.client_script import ClientScript
 from relay.ingest.decode import Decoded, EventError, decode_atlas, decode_native, too_many_events
 from relay.ingest.limits import RateLimiter
 from relay.ingest.native import scrub_native
@@ -271,6 +272,19 @@ def create_app(relay: OperatorRelay) -> web.Application:
             return web.Response(status=304, headers=headers)
         return web.Response(body=doc.body, content_type="application/json", headers=headers)
 
+    client_script = ClientScript()
+
+    async def get_client_script(request: web.Request) -> web.Response:
+        headers = client_script.headers
+        if _etag_matches(request.headers.get("If-None-Match", ""), headers["ETag"]):
+            return web.Response(status=304, headers=headers)
+        return web.Response(
+            body=client_script.body,
+            content_type="text/javascript",
+            charset="utf-8",
+            headers=headers,
+        )
+
     async def get_operator(request: web.Request) -> web.Response:
         return web.json_response(relay.operator_view())
 
@@ -298,6 +312,7 @@ def create_app(relay: OperatorRelay) -> web.Application:
     app.router.add_post("/v1/events", post_events)
     app.router.add_post("/v1/atlas/events", post_atlas_events)
     app.router.add_get("/v1/config", get_config)
+    app.router.add_get("/v1/client.js", get_client_script)
     app.router.add_get("/v1/operator", get_operator)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
