@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -34,22 +35,39 @@ __all__ = ["main"]
 log = logging.getLogger("relay")
 
 
+class ListenError(Exception):
+    """A listener could not bind (the port is taken, the address is not ours)."""
+
+
+async def _listen(runner: web.AppRunner, host: str, port: int, **site: Any) -> None:
+    try:
+        await web.TCPSite(runner, host, port, **site).start()
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 async def _serve(settings: Settings, config_path: Path | None) -> None:
     relay = OperatorRelay(settings)
     await relay.start()
     runner = make_runner(create_app(relay), **runner_options(relay))
-    await runner.setup()
-    site = web.TCPSite(
-        runner,
-        settings.listen.host,
-        settings.listen.port,
-        shutdown_timeout=settings.shutdown_timeout,
-    )
-    await site.start()
     operator_runner = make_runner(create_operator_app(relay), access_log=None)
-    await operator_runner.setup()
     metrics_listen = settings.metrics.listen
-    await web.TCPSite(operator_runner, metrics_listen.host, metrics_listen.port).start()
+    try:
+        await runner.setup()
+        await _listen(
+            runner,
+            settings.listen.host,
+            settings.listen.port,
+            shutdown_timeout=settings.shutdown_timeout,
+        )
+        await operator_runner.setup()
+        await _listen(operator_runner, metrics_listen.host, metrics_listen.port)
+    except ListenError:
+        # Nothing was accepted yet: seal what is due, close the WAL and outbox, then say why.
+        await runner.cleanup()
+        await operator_runner.cleanup()
+        await relay.stop()
+        raise
     log.info(
         "relay %s listening on http://%s:%d, metrics on http://%s:%d (origin %s, sink %s)",
         __version__,
@@ -205,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.run(args)
-    except (ConfigError, RegistryError, AttestError, FileNotFoundError) as exc:
+    except (ConfigError, RegistryError, AttestError, FileNotFoundError, ListenError) as exc:
         print(f"relay {args.command}: {exc}", file=sys.stderr)
         return 2
     return code

@@ -503,3 +503,29 @@ def test_yaml_config_is_loaded_safely(tmp_path: Path) -> None:
     config.write_text(f'origin: !!python/object/apply:os.system ["touch {marker}"]\n')
     assert main(["serve", "--config", str(config)]) == 2
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("taken", ["listen", "metrics"])
+def test_a_busy_port_is_exit_2_with_a_clear_message(tmp_path: Path, taken: str) -> None:
+    """A port in use means the relay could not run: exit 2 and one line saying why, no traceback."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        ports = {"listen": _free_port(), "metrics": _free_port()}
+        ports[taken] = busy.getsockname()[1]
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("RELAY_")},
+            "RELAY_DATA_DIR": str(tmp_path / "data"),
+            "RELAY_LISTEN__PORT": str(ports["listen"]),
+            "RELAY_METRICS__LISTEN__PORT": str(ports["metrics"]),
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "relay", "serve"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2, done.stderr
+    assert f"cannot listen on 127.0.0.1:{ports[taken]}" in done.stderr
+    assert "Traceback" not in done.stderr
