@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import ClientSession, web
 from yarl import URL
@@ -304,3 +308,23 @@ def memory_admission(window_ms: int = 60_000) -> Admission:
         salts=WindowSalts(),
         persist_salt=lambda window, salt: None,
     )
+
+
+async def wait_ready(
+    http: ClientSession, url: str, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Poll a `relay serve` process's /readyz until it answers 200 (20 s at most); fail early,
+    with its standard error, if the process exits."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            async with http.get(url) as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        if process is not None and process.poll() is not None:
+            stderr = process.stderr.read() if process.stderr else b""
+            raise AssertionError(f"relay serve exited: {stderr.decode(errors='replace')}")
+        assert time.monotonic() < deadline, "relay serve did not become ready"
+        await asyncio.sleep(0.05)

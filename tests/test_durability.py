@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import stored_documents
+from tests.conftest import stored_documents, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -54,19 +54,6 @@ def start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-
-
-async def wait_ready(session: aiohttp.ClientSession, base: str) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            async with session.get(base + "/readyz") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.05)
-    raise AssertionError("relay did not become ready")
 
 
 class Tally:
@@ -159,7 +146,7 @@ async def drive(data_dir: Path, kills: int, seed: int) -> Tally:
         for round_ in range(kills + 1):
             proc = start(data_dir, port)
             try:
-                await wait_ready(session, base)
+                await wait_ready(session, base + "/readyz", proc)
                 stop = asyncio.Event()
                 clients = [
                     asyncio.create_task(
@@ -261,7 +248,7 @@ async def sigterm_under_load(data_dir: Path, seed: int) -> tuple[Tally, float, i
     tally = Tally(seed)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
         proc = start(data_dir, port)
-        await wait_ready(session, base)
+        await wait_ready(session, base + "/readyz", proc)
         stop = asyncio.Event()
         clients = [
             asyncio.create_task(
@@ -278,7 +265,7 @@ async def sigterm_under_load(data_dir: Path, seed: int) -> tuple[Tally, float, i
         await asyncio.gather(*clients)
         # Restart once so that windows still open at shutdown seal, then stop cleanly.
         proc = start(data_dir, port)
-        await wait_ready(session, base)
+        await wait_ready(session, base + "/readyz", proc)
         await asyncio.sleep(3.0)
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 20) == 0

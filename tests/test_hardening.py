@@ -34,7 +34,7 @@ from relay.cli import main
 from relay.config import Settings
 from relay.ingest.auth import issue_session_token
 from relay.lead.api import create_lead_app
-from tests.conftest import RunningRelay, request_event
+from tests.conftest import RunningRelay, request_event, wait_ready
 from tests.test_lead_data import build_store, lead_service
 
 StartRelay = Callable[..., Any]
@@ -307,17 +307,7 @@ async def test_relay_serve_keeps_its_files_to_the_operator(tmp_path: Path) -> No
     )
     try:
         async with aiohttp.ClientSession() as http:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    async with http.get(f"http://127.0.0.1:{metrics_port}/readyz") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    pass
-                assert process.poll() is None, process.stderr.read() if process.stderr else ""
-                assert time.monotonic() < deadline, "relay serve did not become ready"
-                await asyncio.sleep(0.1)
+            await wait_ready(http, f"http://127.0.0.1:{metrics_port}/readyz", process)
             events = {"events": [request_event(client=f"c{i}") for i in range(3)]}
             async with http.post(f"http://127.0.0.1:{port}{NATIVE}", json=events) as resp:
                 assert resp.status == 202

@@ -44,7 +44,7 @@ from relay.logs import _JsonFormatter
 from relay.privacy.contributor import client_material
 from relay.wal import codec
 from tests import atlas_client
-from tests.conftest import T0_MS, RunningRelay, stop
+from tests.conftest import T0_MS, RunningRelay, stop, wait_ready
 
 NATIVE = "/v1/events"
 ATLAS = "/v1/atlas/events"
@@ -619,17 +619,7 @@ async def test_relay_serve_process_leaks_nothing(tmp_path: Path) -> None:
     answers: list[bytes] = []
     try:
         async with aiohttp.ClientSession() as http:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    async with http.get(f"{base}/readyz") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    pass
-                assert process.poll() is None, process.stderr.read() if process.stderr else ""
-                assert time.monotonic() < deadline, "relay serve did not become ready"
-                await asyncio.sleep(0.1)
+            await wait_ready(http, f"{base}/readyz", process)
             # From three source networks, so that k_networks = k = 3 publishes the cells.
             accepted = [
                 (NATIVE, orjson.dumps({"events": native_events(markers)}), "application/json"),
