@@ -7,6 +7,7 @@ batches and then seal different batches at the same seq, one shown to each party
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -195,3 +196,36 @@ async def test_relay_witness_command(start_relay: StartRelay, tmp_path: Path) ->
     assert await asyncio.to_thread(main, [*base, "--print-key"]) == 0
     key = OperatorKey.load(tmp_path / "wdata" / "witness" / "witness.key")
     assert key.origin == WITNESS_NAME
+
+
+async def test_witness_skips_what_it_cannot_check_and_keeps_running(
+    start_relay: StartRelay, tmp_path: Path
+) -> None:
+    running: RunningRelay = await start_relay()
+    await run_windows(running, 1)
+    witness = make_witness(tmp_path)
+    # Unreachable, and signed by a key the registry does not have: logged, nothing cosigned.
+    stranger = OperatorKey.generate(ORIGIN).verifier.encode()
+    entries = [
+        OperatorEntry(origin="gone.relay/x", keys=[], url="http://127.0.0.1:9/"),
+        OperatorEntry(origin=ORIGIN, keys=[RegistryKey(vkey=stranger)], url=running.url("")),
+    ]
+    Registry(operators=entries).save(tmp_path / "registry.yaml")
+    async with witness.session() as session:
+        assert await witness.poll_once(session) == []
+    store = WitnessStore(tmp_path / "witness.sqlite")
+    assert store.latest(ORIGIN) is None and store.findings() == []
+    # A registry that cannot be read skips a round of the loop instead of ending it.
+    (tmp_path / "registry.yaml").write_text("operators: [")
+    task = asyncio.get_running_loop().create_task(witness.run(0.01))
+    await asyncio.sleep(0.1)
+    assert not task.done()
+    write_registry(tmp_path / "registry.yaml", running)
+    for _ in range(100):
+        if store.latest(ORIGIN) is not None:
+            break
+        await asyncio.sleep(0.02)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert store.latest(ORIGIN) is not None

@@ -32,7 +32,7 @@ from relay.attest.checkpoint import Checkpoint
 from relay.attest.cosignature import cosign
 from relay.attest.keys import OperatorKey
 from relay.attest.merkle import HASH_SIZE
-from relay.registry import OperatorEntry, Registry
+from relay.registry import OperatorEntry, Registry, RegistryError
 from relay.verify.checkpoints import open_saved_checkpoint
 from relay.verify.errors import SavedCheckpointError
 from relay.verify.findings import Code, Finding
@@ -74,10 +74,17 @@ class Witness:
         return aiohttp.ClientSession(timeout=self._timeout)
 
     async def run(self, interval_seconds: float) -> None:
-        """Poll every ``interval_seconds`` until cancelled."""
+        """Poll every ``interval_seconds`` until cancelled.
+
+        A registry that cannot be read (being edited, say) skips the round: the witness keeps
+        what it stored and tries again at the next one.
+        """
         async with self.session() as session:
             while True:
-                await self.poll_once(session)
+                try:
+                    await self.poll_once(session)
+                except RegistryError as exc:
+                    log.error("witness: round skipped: %s", exc)
                 await asyncio.sleep(interval_seconds)
 
     async def poll_once(self, session: aiohttp.ClientSession) -> list[Finding]:
@@ -106,7 +113,9 @@ class Witness:
         assert entry.url is not None
         base = entry.url.rstrip("/")
         view = await _get_json(session, f"{base}/v1/operator")
-        note = view.get("checkpoint") if isinstance(view, dict) else None
+        if not isinstance(view, dict):
+            raise _Unavailable("/v1/operator did not answer an object")
+        note = view.get("checkpoint")
         if note is None:
             return None  # no batch sealed yet
         if not isinstance(note, str):
