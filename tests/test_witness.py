@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 
@@ -229,3 +230,33 @@ async def test_witness_skips_what_it_cannot_check_and_keeps_running(
     with contextlib.suppress(asyncio.CancelledError):
         await task
     assert store.latest(ORIGIN) is not None
+
+
+async def test_auditor_asks_the_operator_for_a_consistency_proof(
+    start_relay: StartRelay, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = await fork(start_relay, tmp_path)
+    await run_windows(a, 1)
+    await seal_to(b, 2)
+    saved = tmp_path / "saved.txt"
+    saved.write_text((await operator_view(a))["checkpoint"])  # the auditor was shown A
+    await run_windows(a, 1)  # both move on to size 3, each on its own branch
+    await seal_to(b, 3)
+    assert await a.relay.shipper.ship_pending()
+    export = write_ndjson(tmp_path / "e.ndjson", stored_documents(a.relay.settings.data_dir))
+    registry = tmp_path / "registry.yaml"
+    command = ["verify", "--registry", str(registry), "--input", str(export), "--json"]
+    command += ["--checkpoint", str(saved), "--operator-proofs"]
+    write_registry(registry, a)
+    capsys.readouterr()
+    # main() blocks on HTTP to relays served by this event loop: it runs in a thread.
+    assert await asyncio.to_thread(main, command) == 0
+    capsys.readouterr()
+    write_registry(registry, b)  # the same origin and key, the other branch
+    assert await asyncio.to_thread(main, command) == 1
+    [finding] = orjson.loads(capsys.readouterr().out)["findings"]
+    assert (finding["code"], finding["seq"]) == ("inconsistent_checkpoint", 1)
+    assert "consistency proof from size 2" in finding["message"]
+    vkey = a.relay.sealer.key.verifier.encode()
+    Registry(operators=[OperatorEntry(origin=ORIGIN, keys=[RegistryKey(vkey=vkey)])]).save(registry)
+    assert await asyncio.to_thread(main, command) == 2  # no url: no operator to ask

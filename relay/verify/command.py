@@ -14,6 +14,7 @@ from relay.attest.cosignature import CosignerKey
 from relay.attest.errors import InvalidVerifierKeyError
 from relay.registry import Registry, RegistryError
 from relay.sinks.documents import Document
+from relay.verify.consistency import operator_proof_findings
 from relay.verify.elasticsearch import elasticsearch_documents
 from relay.verify.errors import SourceError, VerifyError
 from relay.verify.report import VerificationReport
@@ -60,6 +61,12 @@ def add_verify_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
         help="a witness's key (<name>+<kid>+<base64>): every --checkpoint must carry its "
         "cosignature (missing_cosignature otherwise); repeatable",
     )
+    verify.add_argument(
+        "--operator-proofs",
+        action="store_true",
+        help="also ask each --checkpoint's operator (its registry url) for its current "
+        "checkpoint and a consistency proof from the saved one (inconsistent_checkpoint)",
+    )
     verify.set_defaults(run=_run)
 
 
@@ -68,14 +75,14 @@ def _run(args: argparse.Namespace) -> int:
         registry = Registry.load(args.registry)
         saved = [_read_note(path) for path in args.checkpoint]
         witnesses = [_witness_key(text) for text in args.witness_key]
-        if witnesses and not saved:
-            raise VerifyError(
-                "--witness-key checks the cosignatures of --checkpoint notes; give one"
-            )
+        if (witnesses or args.operator_proofs) and not saved:
+            raise VerifyError("--witness-key and --operator-proofs check --checkpoint notes")
         with contextlib.closing(_documents(args)) as documents:
             report = verify_documents(
                 registry, documents, saved_checkpoints=saved, witness_keys=witnesses
             )
+        if args.operator_proofs:
+            report.findings.extend(operator_proof_findings(saved, registry))
     except (RegistryError, VerifyError) as exc:
         print(f"relay verify: {exc}", file=sys.stderr)
         return 2

@@ -1,6 +1,8 @@
-"""What a witness makes of a new checkpoint, given what it saw before: a pure function.
+"""What a new checkpoint means given an earlier one of the same log: a pure function.
 
-Kept apart from fetching and storing so every branch can be tested without a network.
+The witness judges each checkpoint it polls against the trees it cosigned; `relay verify
+--operator-proofs` judges an operator's current checkpoint against one the auditor saved. Kept
+apart from fetching and storing so every branch can be tested without a network.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ __all__ = ["Cosign", "Inconsistent", "Seen", "Unchanged", "Verdict", "judge", "n
 
 @dataclass(frozen=True, slots=True)
 class Seen:
-    """A tree the witness cosigned: its size and root."""
+    """A tree seen earlier (cosigned by the witness, or saved by an auditor): size and root."""
 
     size: int
     root: bytes
@@ -25,12 +27,12 @@ class Seen:
 
 @dataclass(frozen=True, slots=True)
 class Cosign:
-    """Consistent with everything seen, and larger (or the first): cosign it."""
+    """Consistent with everything seen, and larger (or the first): a witness cosigns it."""
 
 
 @dataclass(frozen=True, slots=True)
 class Unchanged:
-    """A tree the witness cosigned already (no new statement to make)."""
+    """A tree seen already (a witness has no new statement to make)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,29 +53,29 @@ def needs_proof(new: Checkpoint, last: Seen | None) -> bool:
 def judge(
     new: Checkpoint,
     last: Seen | None,
-    cosigned_root: bytes | None,
+    seen_root: bytes | None,
     proof: Sequence[bytes] | None,
 ) -> Verdict:
-    """Judge ``new`` given the largest tree cosigned so far (``last``), the root of the tree of
-    ``new.size`` cosigned earlier if any (``cosigned_root``) and, when ``needs_proof``, the
+    """Judge ``new`` given the largest tree seen so far (``last``), the root of the tree of
+    ``new.size`` seen earlier if any (``seen_root``) and, when ``needs_proof``, the
     operator's consistency proof from ``last.size``.
 
-    A log only grows: a checkpoint of a size already cosigned must have the same root (else the
-    operator shows two trees of one size), one smaller than the largest cosigned must be one the
-    witness cosigned (else the log shrank), and one larger must come with a valid proof.
+    A log only grows: a checkpoint of a size already seen must have the same root (else the
+    operator shows two trees of one size), one smaller than the largest seen must be one seen
+    before (else the log shrank), and one larger must come with a valid proof.
     """
-    if cosigned_root is not None:
-        if cosigned_root == new.root:
+    if seen_root is not None:
+        if seen_root == new.root:
             return Unchanged()
         return Inconsistent(
             f"two different trees of size {new.size}: root {_b64(new.root)} now, "
-            f"{_b64(cosigned_root)} cosigned before (a fork shown to different parties)"
+            f"{_b64(seen_root)} seen before (a fork shown to different parties)"
         )
     if last is None:
         return Cosign()  # the first checkpoint seen of this origin: trust on first use
     if new.size < last.size:
         return Inconsistent(
-            f"tree of size {new.size} presented after one of size {last.size} was cosigned: "
+            f"tree of size {new.size} presented after one of size {last.size} was seen: "
             "the log was rolled back or forked"
         )
     if new.size == last.size:
@@ -85,7 +87,7 @@ def judge(
         return Inconsistent(
             f"consistency proof from size {last.size} (root {_b64(last.root)}) to size "
             f"{new.size} (root {_b64(new.root)}) does not verify: the new tree does not extend "
-            "the one cosigned"
+            "the one seen"
         )
     return Cosign()
 

@@ -27,13 +27,12 @@ from typing import Any
 import aiohttp
 import orjson
 
-from relay.attest._b64 import b64decode
 from relay.attest.checkpoint import Checkpoint
 from relay.attest.cosignature import cosign
 from relay.attest.keys import OperatorKey
-from relay.attest.merkle import HASH_SIZE
 from relay.registry import OperatorEntry, Registry, RegistryError
 from relay.verify.checkpoints import open_saved_checkpoint
+from relay.verify.consistency import MAX_ANSWER_BYTES, parse_proof
 from relay.verify.errors import SavedCheckpointError
 from relay.verify.findings import Code, Finding
 from relay.verify.keyring import Keyring
@@ -43,10 +42,6 @@ from relay.witness.store import WitnessStore
 __all__ = ["Witness"]
 
 log = logging.getLogger("relay.witness")
-
-# /v1/operator is a few hundred bytes and a proof ~32 bytes × log2(size) in base64; anything
-# far larger is not an answer to read into memory.
-_MAX_ANSWER_BYTES = 1 << 20
 
 
 class _Unavailable(Exception):
@@ -155,11 +150,11 @@ async def _get_json(session: aiohttp.ClientSession, url: str) -> Any:
         async with session.get(url, allow_redirects=False) as response:
             if response.status != 200:
                 raise _Unavailable(f"GET {url} answered {response.status}")
-            body = await response.content.read(_MAX_ANSWER_BYTES + 1)
+            body = await response.content.read(MAX_ANSWER_BYTES + 1)
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise _Unavailable(f"GET {url} failed: {exc!r}") from None
-    if len(body) > _MAX_ANSWER_BYTES:
-        raise _Unavailable(f"GET {url} answered more than {_MAX_ANSWER_BYTES} bytes")
+    if len(body) > MAX_ANSWER_BYTES:
+        raise _Unavailable(f"GET {url} answered more than {MAX_ANSWER_BYTES} bytes")
     try:
         return orjson.loads(body)
     except ValueError:
@@ -168,20 +163,7 @@ async def _get_json(session: aiohttp.ClientSession, url: str) -> Any:
 
 async def _get_proof(session: aiohttp.ClientSession, base: str, old: int, new: int) -> list[bytes]:
     answer = await _get_json(session, f"{base}/v1/proof/consistency?old={old}&new={new}")
-    if (
-        not isinstance(answer, dict)
-        or answer.get("old") != old
-        or answer.get("new") != new
-        or not isinstance(answer.get("proof"), list)
-    ):
-        raise _Unavailable(f"the consistency proof {old}..{new} is not in the documented form")
-    proof = []
-    for item in answer["proof"]:
-        try:
-            digest = b64decode(item) if isinstance(item, str) else b""
-        except ValueError:
-            digest = b""
-        if len(digest) != HASH_SIZE:
-            raise _Unavailable(f"the consistency proof {old}..{new} has a malformed hash")
-        proof.append(digest)
-    return proof
+    try:
+        return parse_proof(answer, old, new)
+    except ValueError as exc:
+        raise _Unavailable(str(exc)) from None
