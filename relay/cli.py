@@ -29,6 +29,7 @@ from relay.sinks.kibana_setup import add_arguments as add_kibana_arguments
 from relay.sinks.kibana_setup import run_command as run_es_setup
 from relay.sinks.store import EmbeddedStore
 from relay.verify.command import add_verify_command
+from relay.witness.command import add_witness_command
 
 __all__ = ["main"]
 
@@ -210,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     es_setup.set_defaults(run=run_es_setup)
 
     add_verify_command(commands)
+    add_witness_command(commands)
     bench = commands.add_parser("bench", help="measure ingest against its parse-only ceiling")
     bench.add_argument("--out", type=Path, default=Path("bench-report.json"))
     bench.add_argument("--duration", type=int, default=10, help="seconds per load run")

@@ -359,6 +359,24 @@ class LeadConfig(_Section):
     notify: LeadNotifyConfig = Field(default_factory=LeadNotifyConfig)
 
 
+def _default_witness_name() -> str:
+    return _default_origin().replace("relay.local/", "witness.local/", 1)
+
+
+class WitnessConfig(_Section):
+    """`relay witness` (issue 17): cosigns the checkpoints of every registry operator with a url."""
+
+    name: str = Field(
+        default_factory=_default_witness_name,
+        pattern=r"^[^+\s]{1,255}$",
+        description="The witness's key name, used when its key is generated; a schema-less URL "
+        "by convention (c2sp.org/tlog-cosignature).",
+    )
+    key: Path | None = Field(None, description="Default: <data_dir>/witness/witness.key")
+    poll_interval_seconds: float = Field(60, gt=0, le=86400)
+    timeout_seconds: float = Field(10, gt=0, le=300, description="Per HTTP request.")
+
+
 class MetricsListenConfig(ListenConfig):
     port: int = Field(9787, ge=0, le=65535)
 
@@ -402,6 +420,7 @@ class Settings(BaseSettings):
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     lead: LeadConfig = Field(default_factory=LeadConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    witness: WitnessConfig = Field(default_factory=WitnessConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     shutdown_timeout: float = Field(10.0, gt=0, le=600)
 

@@ -5,6 +5,7 @@ operators:
   - origin: relay.example/eu-1
     keys:
       - {vkey: "relay.example/eu-1+1a2b3c4d+AU...", valid_from_seq: 0, valid_until_seq: null}
+    url: https://relay.example/eu-1   # optional: where `relay witness` polls /v1/operator
 ```
 """
 
@@ -36,6 +37,12 @@ class OperatorEntry(BaseModel):
 
     origin: str
     keys: list[RegistryKey]
+    url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s]+$",
+        description="Base URL of the operator relay (its public listener); `relay witness` "
+        "polls <url>/v1/operator and <url>/v1/proof/consistency. Optional.",
+    )
 
 
 class Registry(BaseModel):

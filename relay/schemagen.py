@@ -439,6 +439,18 @@ class OperatorView(_Model):
     window_seconds: int = Field(ge=1)
 
 
+class ConsistencyProof(_Model):
+    """`GET /v1/proof/consistency`: the tree of the first `new` batch messages extends the tree
+    of the first `old` (RFC 9162 §2.1.4)."""
+
+    old: Count
+    new: Count
+    proof: list[Hash64] = Field(
+        description="PROOF(old, D[new]) of RFC 9162 §2.1.4.1, base64 SHA-256 hashes; empty for "
+        "old = new and for old = 0."
+    )
+
+
 class ReadinessChecks(_Model):
     """Each readiness check by name; more may be added."""
 
@@ -686,6 +698,7 @@ HTTP_MODELS: tuple[type[BaseModel], ...] = (
     Problem,
     ClientConfigDocument,
     OperatorView,
+    ConsistencyProof,
     Readiness,
     ReadyStatus,
     Health,

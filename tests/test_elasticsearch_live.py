@@ -37,8 +37,8 @@ def record_commits(relay: OperatorRelay, into: dict[str, Document]) -> None:
     """Keep every document the outbox commits: a spy, the real commit still runs."""
     commit = relay.outbox.commit
 
-    def recording(head: Any, documents: Any, sealed_at_ms: int) -> None:
-        commit(head, documents, sealed_at_ms)
+    def recording(head: Any, documents: Any, *, log_leaf: bytes, sealed_at_ms: int) -> None:
+        commit(head, documents, log_leaf=log_leaf, sealed_at_ms=sealed_at_ms)
         into.update((doc.id, doc) for doc in documents)
 
     relay.outbox.commit = recording  # type: ignore[method-assign]

@@ -50,6 +50,9 @@ from relay.serve import OperatorRelay
 from tests.conftest import FakeClock
 
 OPENAPI = Path(__file__).resolve().parent.parent / "openapi.yaml"
+# Operations whose valid range no schema can state: a tree size is valid up to the current
+# checkpoint's, so a schema-valid size beyond it rightly gets the documented 400.
+RANGE_BOUND = {"GET /v1/proof/consistency"}
 TIMEOUT = 10.0  # seconds per request: a hang is a failure, not a stuck test run
 
 CHECKS = [
@@ -175,8 +178,11 @@ def live_relay(tmp_path: Path) -> Iterator[ThreadedRelay]:
 # One relay per operation, shared by that operation's examples: intended.
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_api_conforms_to_openapi(case: schemathesis.Case, live_relay: ThreadedRelay) -> None:
+    checks = CHECKS
+    if case.operation.label in RANGE_BOUND:
+        checks = [check for check in CHECKS if check is not positive_data_acceptance]
     case.call_and_validate(
-        base_url=live_relay.base_url, checks=CHECKS, **_gzipped(case, live_relay.base_url)
+        base_url=live_relay.base_url, checks=checks, **_gzipped(case, live_relay.base_url)
     )
 
 

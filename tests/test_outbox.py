@@ -44,7 +44,7 @@ def test_documents_come_back_unchanged_and_take_less_room(tmp_path: Path) -> Non
     documents, batch_hash = _documents()
     outbox = Outbox(tmp_path / "outbox.sqlite", "test.relay/outbox")
     head = ChainHead(0, batch_hash, 300_000, (), "checkpoint")
-    outbox.commit(head, documents, sealed_at_ms=1)
+    outbox.commit(head, documents, log_leaf=bytes(32), sealed_at_ms=1)
     oldest = outbox.oldest()
     assert oldest is not None
     seq, stored = oldest
@@ -59,7 +59,9 @@ def test_a_row_written_with_the_whole_source_is_read_as_is(tmp_path: Path) -> No
     # Rows of a relay from before the compact form, still waiting to ship after an upgrade.
     documents, batch_hash = _documents()
     outbox = Outbox(tmp_path / "outbox.sqlite", "test.relay/outbox")
-    outbox.commit(ChainHead(0, batch_hash, 300_000, (), "checkpoint"), [], sealed_at_ms=1)
+    outbox.commit(
+        ChainHead(0, batch_hash, 300_000, (), "checkpoint"), [], log_leaf=bytes(32), sealed_at_ms=1
+    )
     for ord_, doc in enumerate(documents):
         outbox._db.execute(
             "INSERT INTO pending VALUES (0, ?, ?, ?, ?, 1)",

@@ -411,6 +411,7 @@ def test_openapi_operations_are_tagged_operator() -> None:
         ("/v1/config", "get"),
         ("/v1/client.js", "get"),
         ("/v1/operator", "get"),
+        ("/v1/proof/consistency", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),

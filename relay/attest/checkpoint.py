@@ -19,9 +19,16 @@ from relay.attest.errors import (
 from relay.attest.keys import OperatorKey, VerifierKey
 from relay.attest.merkle import HASH_SIZE
 
-__all__ = ["Checkpoint", "checkpoint_body", "open_checkpoint", "sign_checkpoint"]
+__all__ = [
+    "SIG_LINE_PREFIX",
+    "Checkpoint",
+    "checkpoint_body",
+    "open_checkpoint",
+    "sign_checkpoint",
+    "split_note",
+]
 
-_SIG_LINE_PREFIX = "\u2014 "  # em dash, space
+SIG_LINE_PREFIX = "\u2014 "  # em dash, space
 # c2sp.org/signed-note: verifiers must accept at least 16 signatures and should cap the count.
 _MAX_SIGNATURES = 100
 # Note text is a handful of short lines and signatures are ~100 bytes each (PQ ones up to ~5 kB).
@@ -93,7 +100,7 @@ def _sign_note(key: OperatorKey, text: str) -> str:
     """A c2sp.org/signed-note note of ``text`` with one Ed25519 signature line by ``key``."""
     signature = key.sign(text.encode())
     blob = b64encode(bytes.fromhex(key.kid) + signature)
-    return f"{text}\n{_SIG_LINE_PREFIX}{key.origin} {blob}\n"
+    return f"{text}\n{SIG_LINE_PREFIX}{key.origin} {blob}\n"
 
 
 def _open_note(note: str, vkey: VerifierKey) -> str:
@@ -102,6 +109,29 @@ def _open_note(note: str, vkey: VerifierKey) -> str:
     Follows the spec's rules: the text ends at the last blank line; every signature line must be
     well formed; lines whose (key name, key ID) is not ``vkey``'s are ignored; every line that is
     ``vkey``'s must verify, and at least one must be present.
+    """
+    text, signatures = split_note(note)
+    message = text.encode()
+    key_id = bytes.fromhex(vkey.kid)
+    verified = False
+    for name, blob in signatures:
+        if name != vkey.origin or blob[:4] != key_id:
+            continue
+        if not vkey.verify(message, blob[4:]):
+            raise BadCheckpointSignatureError(
+                f"signature by {vkey.origin}+{vkey.kid} does not verify"
+            )
+        verified = True
+    if not verified:
+        raise CheckpointNotSignedError(f"note is not signed by {vkey.origin}+{vkey.kid}")
+    return text
+
+
+def split_note(note: str) -> tuple[str, list[tuple[str, bytes]]]:
+    """(text, [(key name, key ID ‖ signature), ...]) of a c2sp.org/signed-note note.
+
+    The text ends at the last blank line (its final newline included); every line after it must
+    be a well-formed signature line. Nothing is verified here. Raises MalformedCheckpointError.
     """
     if len(note) > _MAX_NOTE_CHARS:
         raise MalformedCheckpointError("note is too large")
@@ -120,28 +150,14 @@ def _open_note(note: str, vkey: VerifierKey) -> str:
     lines = signatures[:-1].split("\n")
     if len(lines) > _MAX_SIGNATURES:
         raise MalformedCheckpointError(f"note has more than {_MAX_SIGNATURES} signatures")
-    message = text.encode()
-    key_id = bytes.fromhex(vkey.kid)
-    verified = False
-    for line in lines:
-        name, blob = _parse_signature_line(line)
-        if name != vkey.origin or blob[:4] != key_id:
-            continue
-        if not vkey.verify(message, blob[4:]):
-            raise BadCheckpointSignatureError(
-                f"signature by {vkey.origin}+{vkey.kid} does not verify"
-            )
-        verified = True
-    if not verified:
-        raise CheckpointNotSignedError(f"note is not signed by {vkey.origin}+{vkey.kid}")
-    return text
+    return text, [_parse_signature_line(line) for line in lines]
 
 
 def _parse_signature_line(line: str) -> tuple[str, bytes]:
     """(key name, key ID ‖ signature) of ``— <name> <base64>`` (c2sp.org/signed-note)."""
-    if not line.startswith(_SIG_LINE_PREFIX):
+    if not line.startswith(SIG_LINE_PREFIX):
         raise MalformedCheckpointError("signature line does not start with an em dash and space")
-    name, _, encoded = line[len(_SIG_LINE_PREFIX) :].partition(" ")
+    name, _, encoded = line[len(SIG_LINE_PREFIX) :].partition(" ")
     if not name or "+" in name or any(c.isspace() for c in name):
         raise MalformedCheckpointError(f"invalid key name in signature line: {name!r}")
     try:

@@ -33,6 +33,15 @@ CREATE TABLE IF NOT EXISTS genesis (
     origin TEXT PRIMARY KEY,
     start_ms INTEGER NOT NULL
 );
+-- The leaf hash of every batch message, one row per seq, kept for good (append-only): a
+-- consistency proof (RFC 9162 §2.1.4) needs interior nodes of the whole tree, which the compact
+-- frontier in `chain` does not have. 32 bytes a seq (about 70 bytes with SQLite's row overhead):
+-- one batch per 300 s window is ~7 MB a year. Reading them back from the sink instead would make
+-- the proof depend on a store the operator may not run (Elasticsearch is the lead's).
+CREATE TABLE IF NOT EXISTS log_leaves (
+    seq INTEGER PRIMARY KEY,
+    leaf_hash BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS pending (
     seq INTEGER NOT NULL,
     ord INTEGER NOT NULL,
@@ -99,8 +108,18 @@ class Outbox:
             ).fetchone()
         return int(row[0])
 
-    def commit(self, head: ChainHead, documents: Sequence[Document], sealed_at_ms: int) -> None:
-        """Store a sealed batch and advance the chain head, atomically and durably."""
+    def commit(
+        self,
+        head: ChainHead,
+        documents: Sequence[Document],
+        *,
+        log_leaf: bytes,
+        sealed_at_ms: int,
+    ) -> None:
+        """Store a sealed batch and advance the chain head, atomically and durably.
+
+        ``log_leaf`` is the batch message's leaf hash in the log of batch messages (DESIGN §5.5).
+        """
         frontier = orjson.dumps([base64.b64encode(h).decode() for h in head.log_frontier])
         rows = [
             (head.seq, ord_, doc.index, doc.id, pack_source(doc.source), sealed_at_ms)
@@ -108,6 +127,7 @@ class Outbox:
         ]
         with self._transaction():
             self._db.executemany("INSERT INTO pending VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self._db.execute("INSERT INTO log_leaves VALUES (?, ?)", (head.seq, log_leaf))
             self._db.execute(
                 "INSERT INTO chain VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(origin) DO UPDATE SET"
                 " seq = excluded.seq, batch_hash = excluded.batch_hash,"
@@ -123,6 +143,19 @@ class Outbox:
                 ),
             )
         self.size_bytes += sum(len(row[4]) for row in rows)
+
+    def log_leaves(self, size: int) -> list[bytes] | None:
+        """The leaf hashes of batches 0..size − 1, or None if any of them was not recorded.
+
+        A relay upgraded from a version that kept only the frontier has no leaves for the batches
+        it sealed before; it cannot prove consistency for trees that include them.
+        """
+        rows = self._db.execute(
+            "SELECT leaf_hash FROM log_leaves WHERE seq < ? ORDER BY seq", (size,)
+        ).fetchall()
+        if len(rows) != size:
+            return None
+        return [row[0] for row in rows]
 
     def oldest(self) -> tuple[int, list[Document]] | None:
         """The lowest-seq batch still waiting for its sink, with all its documents."""

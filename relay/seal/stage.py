@@ -23,6 +23,7 @@ from collections.abc import Callable
 from relay.aggregate.cells import OpenWindows
 from relay.aggregate.window import due_until
 from relay.attest.keys import OperatorKey
+from relay.attest.merkle import leaf_hash
 from relay.attest.rotation import KeyRotation
 from relay.ingest.scrub import Admission
 from relay.metrics import RelayMetrics
@@ -153,7 +154,12 @@ class SealStage:
             self.pending = batch
         if next_key is not None:
             self._rotation.begin(self.key, next_key, batch.head.seq, batch.signed.batch_hash)
-        self._outbox.commit(batch.head, batch.documents, sealed_at_ms=self._clock())
+        self._outbox.commit(
+            batch.head,
+            batch.documents,
+            log_leaf=leaf_hash(batch.signed.msg),
+            sealed_at_ms=self._clock(),
+        )
         # Committed: only now may the window's state leave memory (and its WAL, at the end).
         del self._plan[0]
         self.pending = None

@@ -10,8 +10,11 @@ from pathlib import Path
 
 import orjson
 
+from relay.attest.cosignature import CosignerKey
+from relay.attest.errors import InvalidVerifierKeyError
 from relay.registry import Registry, RegistryError
 from relay.sinks.documents import Document
+from relay.verify.consistency import operator_proof_findings
 from relay.verify.elasticsearch import elasticsearch_documents
 from relay.verify.errors import SourceError, VerifyError
 from relay.verify.report import VerificationReport
@@ -50,6 +53,20 @@ def add_verify_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
         metavar="FILE",
         help="a checkpoint note saved earlier (GET /v1/operator .checkpoint); repeatable",
     )
+    verify.add_argument(
+        "--witness-key",
+        action="append",
+        default=[],
+        metavar="VKEY",
+        help="a witness's key (<name>+<kid>+<base64>): every --checkpoint must carry its "
+        "cosignature (missing_cosignature otherwise); repeatable",
+    )
+    verify.add_argument(
+        "--operator-proofs",
+        action="store_true",
+        help="also ask each --checkpoint's operator (its registry url) for its current "
+        "checkpoint and a consistency proof from the saved one (inconsistent_checkpoint)",
+    )
     verify.set_defaults(run=_run)
 
 
@@ -57,8 +74,15 @@ def _run(args: argparse.Namespace) -> int:
     try:
         registry = Registry.load(args.registry)
         saved = [_read_note(path) for path in args.checkpoint]
+        witnesses = [_witness_key(text) for text in args.witness_key]
+        if (witnesses or args.operator_proofs) and not saved:
+            raise VerifyError("--witness-key and --operator-proofs check --checkpoint notes")
         with contextlib.closing(_documents(args)) as documents:
-            report = verify_documents(registry, documents, saved_checkpoints=saved)
+            report = verify_documents(
+                registry, documents, saved_checkpoints=saved, witness_keys=witnesses
+            )
+        if args.operator_proofs:
+            report.findings.extend(operator_proof_findings(saved, registry))
     except (RegistryError, VerifyError) as exc:
         print(f"relay verify: {exc}", file=sys.stderr)
         return 2
@@ -67,6 +91,13 @@ def _run(args: argparse.Namespace) -> int:
     else:
         _print_text(report)
     return 0 if report.ok else 1
+
+
+def _witness_key(text: str) -> CosignerKey:
+    try:
+        return CosignerKey.parse(text)
+    except InvalidVerifierKeyError as exc:
+        raise VerifyError(f"--witness-key {text!r}: {exc}") from exc
 
 
 def _read_note(path: Path) -> str:

@@ -28,6 +28,8 @@ class Code(StrEnum):
     FUTURE_TIMESTAMP = "future_timestamp"
     CHECKPOINT_MISMATCH = "checkpoint_mismatch"
     INVALID_LEAF = "invalid_leaf"
+    INCONSISTENT_CHECKPOINT = "inconsistent_checkpoint"
+    MISSING_COSIGNATURE = "missing_cosignature"
 
 
 @dataclass(frozen=True, slots=True)

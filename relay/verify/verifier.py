@@ -22,6 +22,7 @@ from typing import Any, TypeGuard
 
 from relay.attest.batch import ZERO_HASH
 from relay.attest.checkpoint import open_checkpoint
+from relay.attest.cosignature import CosignerKey, cosigned_at
 from relay.attest.errors import CheckpointError
 from relay.attest.merkle import EMPTY_ROOT, CompactRange, leaf_hash
 from relay.registry import Registry
@@ -44,11 +45,13 @@ def verify_documents(
     *,
     now_ms: int | None = None,
     saved_checkpoints: Sequence[str] = (),
+    witness_keys: Sequence[CosignerKey] = (),
 ) -> VerificationReport:
     """Check ``documents`` (ordered by origin, seq; batch first, then summaries by i) and report.
 
     ``now_ms`` is the auditor's clock for `future_timestamp` (default: the wall clock).
-    ``saved_checkpoints`` are signed checkpoint notes kept from earlier (DESIGN §5.5). Raises
+    ``saved_checkpoints`` are signed checkpoint notes kept from earlier (DESIGN §5.5); each must
+    carry a cosignature of every one of ``witness_keys`` (`missing_cosignature`). Raises
     RegistryError for a registry key that cannot be parsed, SavedCheckpointError for a saved
     checkpoint no registered key signed, and whatever reading ``documents`` raises.
     """
@@ -56,6 +59,7 @@ def verify_documents(
         registry,
         now_ms=time.time_ns() // 1_000_000 if now_ms is None else now_ms,
         saved_checkpoints=saved_checkpoints,
+        witness_keys=witness_keys,
     )
     for document in documents:
         verifier.feed(document)
@@ -98,7 +102,12 @@ class Verifier:
     """Feed documents one at a time, then ``finish()`` for the report."""
 
     def __init__(
-        self, registry: Registry, *, now_ms: int, saved_checkpoints: Sequence[str] = ()
+        self,
+        registry: Registry,
+        *,
+        now_ms: int,
+        saved_checkpoints: Sequence[str] = (),
+        witness_keys: Sequence[CosignerKey] = (),
     ) -> None:
         self._keyring = Keyring(registry)
         self._now_ms = now_ms
@@ -107,6 +116,7 @@ class Verifier:
         self._group: tuple[str, int] | None = None
         self._batch_docs: list[Document] = []
         self._summary_docs: list[Document] = []
+        self._witness_keys = tuple(witness_keys)
         for text in saved_checkpoints:
             self._add_saved(open_saved_checkpoint(text, self._keyring))
 
@@ -344,6 +354,16 @@ class Verifier:
     def _add_saved(self, saved: SavedCheckpoint) -> None:
         checkpoint, signer = saved.checkpoint, saved.signer
         origin, size = checkpoint.origin, checkpoint.size
+        for witness in self._witness_keys:
+            if cosigned_at(checkpoint.text, witness) is None:
+                self._emit(
+                    Code.MISSING_COSIGNATURE,
+                    origin,
+                    size - 1 if size else None,
+                    None,
+                    f"saved checkpoint of size {size} has no valid cosignature by witness "
+                    f"{witness.name}+{witness.key_id.hex()}",
+                )
         if size > 0 and not self._keyring.valid_for(signer, size - 1):
             self._emit(
                 Code.KEY_NOT_VALID_FOR_SEQ,
@@ -363,7 +383,20 @@ class Verifier:
                     "saved checkpoint of size 0 does not have the empty tree's root",
                 )
             return
-        self._chain(origin).saved.setdefault(size, []).append(saved)
+        same_size = self._chain(origin).saved.setdefault(size, [])
+        for other in same_size:
+            if other.checkpoint.root != checkpoint.root:
+                self._emit(
+                    Code.INCONSISTENT_CHECKPOINT,
+                    origin,
+                    size - 1,
+                    None,
+                    f"two saved checkpoints of size {size} have different roots "
+                    f"({_b64(other.checkpoint.root)}, {_b64(checkpoint.root)}): the operator "
+                    "showed different logs to different parties",
+                )
+                break
+        same_size.append(saved)
 
     def _check_saved(self, chain: _Chain, origin: str, seq: int) -> None:
         """Saved checkpoints of size seq + 1 against the log just extended to that size."""
