@@ -189,6 +189,44 @@ async def test_a_forged_marker_log_shows_as_checkpoint_mismatch(settings: Settin
     assert "prev_mismatch" in codes
 
 
+def test_saved_checkpoints_after_retention(settings: Settings) -> None:
+    store = EmbeddedStore(store_path(settings), readonly=True)
+    try:
+        notes = {
+            d.source["seq"]: d.source["checkpoint"]
+            for d in store.documents(ORIGIN_A)
+            if "att" not in d.source
+        }
+    finally:
+        store.close()
+    retain(settings)  # a's seqs 0 and 1 both go: the marker stands at size 2
+    assert chain_starts(settings)[ORIGIN_A].seq == 2
+    # Of the marker's size: compared with the marker's log, and it agrees.
+    report = verify_store(
+        settings, chain_starts=chain_starts(settings), saved_checkpoints=[notes[1]]
+    )
+    assert report.findings == []
+    # Older ones cannot be confirmed any more, and the finding says why.
+    older = verify_store(
+        settings, chain_starts=chain_starts(settings), saved_checkpoints=[notes[0]]
+    )
+    (finding,) = older.findings
+    assert finding.code == "checkpoint_mismatch" and "deleted" in finding.message
+    # A marker that lies about the deleted log disagrees with the auditor's saved checkpoint.
+    db = sqlite3.connect(store_path(settings))
+    try:
+        zero = base64.b64encode(bytes(32)).decode()
+        db.execute("UPDATE retained SET log = ? WHERE origin = ?", (f'["{zero}"]', ORIGIN_A))
+        db.commit()
+    finally:
+        db.close()
+    lying = verify_store(
+        settings, chain_starts=chain_starts(settings), saved_checkpoints=[notes[1]]
+    )
+    (finding,) = lying.findings
+    assert finding.code == "checkpoint_mismatch" and "retention marker" in finding.message
+
+
 # -- holds on Elasticsearch -----------------------------------------------------------------------
 
 

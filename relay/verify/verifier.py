@@ -418,7 +418,21 @@ class Verifier:
                     "saved checkpoint of size 0 does not have the empty tree's root",
                 )
             return
-        self._chain(origin).saved.setdefault(size, []).append(saved)
+        chain = self._chain(origin)
+        start = chain.start
+        if start is not None and start.log is not None and size == start.seq:
+            # Of the retention marker's size: the marker's log is that tree.
+            if checkpoint.root != start.log.root():
+                self._emit(
+                    Code.CHECKPOINT_MISMATCH,
+                    origin,
+                    size - 1,
+                    None,
+                    f"saved checkpoint of size {size} has root {_b64(checkpoint.root)}, but the "
+                    f"retention marker's log of that size has {_b64(start.log.root())}",
+                )
+            return
+        chain.saved.setdefault(size, []).append(saved)
 
     def _check_saved(self, chain: _Chain, origin: str, seq: int) -> None:
         """Saved checkpoints of size seq + 1 against the log just extended to that size."""
@@ -554,6 +568,8 @@ def _events(source: dict[str, Any]) -> int | None:
 
 
 def _why_unconfirmed(chain: _Chain, size: int) -> str:
+    if chain.start is not None and size < chain.start.seq:
+        return f"the batches before seq {chain.start.seq} were deleted (retention or a hold)"
     if size > chain.next_seq:
         return f"the log read has only {chain.next_seq} batches (it was truncated)"
     return f"batch {chain.log_broken_at} is missing, so the log cannot be rebuilt to that size"
