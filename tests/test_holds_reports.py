@@ -390,3 +390,38 @@ def test_hold_and_retention_on_the_command_line(
     assert main(["hold", "release", "--config", str(config), hold_id, "--reason", "done"]) == 0
     assert main(["retention", "--config", str(config)]) == 0
     assert ids(settings) == set()
+
+
+async def test_a_hold_checks_by_hand_as_the_readme_says(settings: Settings) -> None:
+    """README "For auditors": PyNaCl and rfc8785 alone, with the published lead key."""
+    import nacl.exceptions
+    import rfc8785
+    from nacl.signing import VerifyKey
+
+    await hold_add(settings, ORIGIN_A, "0-1", "dispute 7", clock=lambda: NOW_MS)
+    hold = orjson.loads(orjson.dumps(only_hold(settings).envelope))  # as saved from `hold list`
+    vkey = lead_key(settings).verifier.encode()
+    raw = base64.b64decode(vkey.split("+", 2)[2])
+    assert raw[0] == 1
+    message = b"relay-hold/v1\n" + rfc8785.dumps(hold["body"])
+    VerifyKey(raw[1:]).verify(message, base64.b64decode(hold["sig"]))
+    hold["body"]["reason"] = "something else"
+    with pytest.raises(nacl.exceptions.BadSignatureError):
+        VerifyKey(raw[1:]).verify(
+            b"relay-hold/v1\n" + rfc8785.dumps(hold["body"]), base64.b64decode(hold["sig"])
+        )
+
+
+def test_relay_lead_report_on_the_command_line(settings: Settings, tmp_path: Path) -> None:
+    config = tmp_path / "lead.yaml"
+    config.write_text(
+        f"data_dir: {settings.data_dir}\nlead: {{registry: {settings.registry_path}}}\n"
+    )
+    out = tmp_path / "report.json"
+    report_args = ["--config", str(config), "--from", FROM, "--to", TO, "--format", "json"]
+    assert main(["lead", "report", *report_args, "--out", str(out)]) == 0
+    assert orjson.loads(out.read_text())["body"]["from_ms"] == T0_MS
+    check = ["verify", "--report", str(out), "--lead-key", lead_key(settings).verifier.encode()]
+    sources = ["--registry", str(settings.registry_path), "--store", str(settings.data_dir)]
+    assert main([*check, *sources]) == 0
+    assert main([*check[:-1], OperatorKey.generate("dao.lead").verifier.encode(), *sources]) == 1
