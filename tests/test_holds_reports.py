@@ -41,7 +41,15 @@ from relay.verify.sources import store_documents
 from tests.conftest import T0_MS
 from tests.fake_elasticsearch_search import SearchingElasticsearch
 from tests.test_lead_api import tamper
-from tests.test_lead_data import NOW_MS, ORIGIN_A, ORIGIN_B, WINDOW_MS, build_store, lead_settings
+from tests.test_lead_data import (
+    NOW_MS,
+    ORIGIN_A,
+    ORIGIN_B,
+    WINDOW_MS,
+    build_store,
+    lead_service,
+    lead_settings,
+)
 from tests.test_lead_elasticsearch import ship_store
 
 FROM, TO = str(T0_MS), str(T0_MS + 2 * WINDOW_MS)
@@ -138,6 +146,13 @@ async def test_retention_keeps_a_held_batch_which_still_verifies(settings: Setti
     report = verify_store(settings, chain_starts=chain_starts(settings))
     assert report.findings == []
     assert report.verified == {(ORIGIN_A, 1)}
+    # The lead verifies the pruned store the same way.
+    service = await lead_service(settings)
+    try:
+        assert service.verification.current.report.findings == []
+        assert service.verification.current.report.verified == {(ORIGIN_A, 1)}
+    finally:
+        await service.source.close()
     assert check_held(store_documents(store_path(settings)), hold, registry(settings), NOW_MS) == []
     # The marker is what keeps that from being a gap: without it, seq 0 is missing.
     without = verify_store(settings)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import sqlite3
 import sys
 import time
 from collections.abc import Generator
@@ -17,11 +16,10 @@ from relay.attest.errors import AttestError
 from relay.attest.keys import VerifierKey
 from relay.registry import Registry, RegistryError
 from relay.sinks.documents import Document
-from relay.sinks.store import EmbeddedStore
 from relay.verify.elasticsearch import elasticsearch_documents
 from relay.verify.errors import SourceError, VerifyError
 from relay.verify.report import VerificationReport
-from relay.verify.sources import ndjson_documents, store_documents
+from relay.verify.sources import ndjson_documents, store_chain_starts, store_documents
 from relay.verify.verifier import ChainStart, verify_documents
 
 __all__ = ["add_verify_command"]
@@ -126,17 +124,7 @@ def _run_report(args: argparse.Namespace) -> int:
 
 def _chain_starts(args: argparse.Namespace) -> dict[str, ChainStart]:
     """Where retention left each chain of an embedded store (none for other sources)."""
-    if args.store is None:
-        return {}
-    path = args.store / "store.sqlite" if args.store.is_dir() else args.store
-    try:
-        store = EmbeddedStore(path, readonly=True)
-    except (FileNotFoundError, sqlite3.Error) as exc:
-        raise SourceError(f"cannot open the embedded store {path}: {exc}") from exc
-    try:
-        return store.chain_starts()
-    finally:
-        store.close()
+    return {} if args.store is None else store_chain_starts(args.store)
 
 
 def _read_note(path: Path) -> str:
