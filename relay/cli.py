@@ -21,6 +21,7 @@ from relay.config import ConfigError, Settings, load_settings
 from relay.ingest.client_config import ClientConfigDocument
 from relay.ingest.http import create_app, create_operator_app, runner_options
 from relay.ingest.server import make_runner
+from relay.lead.commands import add_hold_command, add_report_command, add_retention_command
 from relay.logs import configure_logging
 from relay.registry import RegistryError
 from relay.serve import OperatorRelay, tune_gc
@@ -201,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     lead = commands.add_parser("lead", help="the lead API and dashboard over verified data")
     lead.add_argument("--config", type=Path, help="YAML config file (env RELAY_* overrides it)")
     lead.set_defaults(run=_cmd_lead)
+    add_report_command(lead)
+    add_hold_command(commands)
+    add_retention_command(commands)
 
     es_setup = commands.add_parser(
         "es-setup",

@@ -167,6 +167,15 @@ class SinkConfig(_Section):
         return self
 
 
+class StoreConfig(_Section):
+    retention_days: int | None = Field(
+        None,
+        ge=1,
+        description="Embedded store: `relay retention` deletes batches (with their summaries) "
+        "whose window ended this many days ago, except held ones. None: keep everything.",
+    )
+
+
 class CorsConfig(_Section):
     allow_origins: list[str] = Field(
         default_factory=lambda: ["*"],
@@ -357,6 +366,11 @@ class LeadConfig(_Section):
     )
     metrics: LeadMetricsConfig = Field(default_factory=LeadMetricsConfig)
     notify: LeadNotifyConfig = Field(default_factory=LeadNotifyConfig)
+    key: Path | None = Field(
+        None,
+        description="The lead's Ed25519 key (`relay keygen`), signing holds and period "
+        "reports. Default: <data_dir>/lead.key",
+    )
 
 
 def _default_witness_name() -> str:
@@ -414,6 +428,7 @@ class Settings(BaseSettings):
     window: WindowConfig = Field(default_factory=WindowConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     sink: SinkConfig = Field(default_factory=SinkConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     client: ClientConfig = Field(default_factory=ClientConfig)
     wal: WalConfig = Field(default_factory=WalConfig)
@@ -469,6 +484,10 @@ class Settings(BaseSettings):
     @property
     def registry_path(self) -> Path:
         return self.lead.registry or self.data_dir / "registry.yaml"
+
+    @property
+    def lead_key_path(self) -> Path:
+        return self.lead.key or self.data_dir / "lead.key"
 
 
 def _describe(error: ValidationError) -> str:

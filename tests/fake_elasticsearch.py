@@ -14,6 +14,8 @@ against it unchanged:
   create), `GET` and `DELETE /<index>/_doc/<id>`: what another writer (or the lead removing its
   document) does, so tests can take one of relay's ids first;
 - `_search` (match_all, size), `_refresh`, `DELETE /<index pattern>`;
+- ILM simulated (`run_ilm_deletion`): indices whose template's lifecycle policy deletes are
+  deleted at once, as if their age had come;
 - `_index_template`, `_ilm/policy`, `_security/api_key` (create, get, invalidate by name): stored
   and recorded; a request made
   with one of the API keys created here is held to the key's index privileges for writing
@@ -393,6 +395,34 @@ class FakeElasticsearch:
             for index in [i for i in self.indices if fnmatch.fnmatch(i, pattern)]:
                 del self.indices[index]
         return 200, {"acknowledged": True}
+
+    # -- index lifecycle (simulated) -------------------------------------------------------------
+
+    def run_ilm_deletion(self) -> list[str]:
+        """FAKE ILM: delete every index whose lifecycle policy has a delete phase, as if all of
+        them had reached its age; return their names.
+
+        An index's policy is the `index.lifecycle.name` of the highest-priority template whose
+        `index_patterns` match its name, as ES applies templates when an index is created.
+        """
+        deleted = []
+        for index in list(self.indices):
+            matching = [
+                body
+                for body in self.templates.values()
+                if any(fnmatch.fnmatch(index, p) for p in body.get("index_patterns", []))
+            ]
+            if not matching:
+                continue
+            best = max(matching, key=lambda body: body.get("priority", 0))
+            settings = best.get("template", {}).get("settings", {})
+            policy = self.policies.get(settings.get("index.lifecycle.name", ""), {})
+            if any(
+                "delete" in phase.get("actions", {}) for phase in policy.get("phases", {}).values()
+            ):
+                del self.indices[index]
+                deleted.append(index)
+        return deleted
 
     # -- setup APIs -----------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from relay.lead.timerange import TimeRange
 from relay.registry import Registry
 from relay.sinks.documents import Document
 from relay.verify import VerificationReport, verify_documents
-from relay.verify.sources import store_documents
+from relay.verify.sources import store_chain_starts, store_documents
 
 __all__ = ["StoreSource"]
 
@@ -222,7 +222,12 @@ class StoreSource:
 
     async def verify(self, registry: Registry, now_ms: int) -> VerificationReport:
         return await asyncio.to_thread(
-            lambda: verify_documents(registry, store_documents(self._path), now_ms=now_ms)
+            lambda: verify_documents(
+                registry,
+                store_documents(self._path),
+                now_ms=now_ms,
+                chain_starts=store_chain_starts(self._path),  # after `relay retention`
+            )
         )
 
     async def tallies(

@@ -76,6 +76,14 @@ class VerificationCache:
         self._current: Verification | None = None
         self._registry: Registry | None = None
 
+    @classmethod
+    def settled(cls, source: Source, verification: Verification) -> VerificationCache:
+        """A cache holding one given result and never refreshed: the re-check of a period
+        report (relay/lead/report.py) decides itself which batches count."""
+        cache = cls(source, Path(), clock=lambda: verification.checked_at_ms, interval_seconds=0)
+        cache._current = verification
+        return cache
+
     @property
     def has_run(self) -> bool:
         return self._current is not None

@@ -355,3 +355,25 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"relay es-setup: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def holds_template(index_prefix: str) -> dict[str, Any]:
+    """The template of `<prefix>holds` (relay/lead/hold_copy.py): no lifecycle, so ILM never
+    deletes it. Only what reading held documents back needs is indexed; the rest is kept in
+    `_source` as it was (the documents are evidence, not something to search)."""
+    return {
+        "index_patterns": [f"{index_prefix}holds"],
+        "priority": 200,
+        "template": {
+            "settings": {"index.number_of_shards": 1, "index.auto_expand_replicas": "0-1"},
+            "mappings": {
+                "dynamic": False,
+                "properties": {
+                    "origin": {"type": "keyword"},
+                    "seq": {"type": "long"},
+                    "i": {"type": "long"},
+                },
+            },
+        },
+        "meta": _META,
+    }

@@ -8,14 +8,18 @@ counts as stored only if it holds our document: `write` names the ids holding an
 
 from __future__ import annotations
 
+import base64
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 
+from relay.attest.merkle import CompactRange
 from relay.sinks.documents import Document, same_source
+from relay.verify.verifier import ChainStart
 
 __all__ = ["EmbeddedStore"]
 
@@ -30,6 +34,16 @@ CREATE TABLE IF NOT EXISTS documents (
     source BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS documents_order ON documents (origin, seq, kind, i);
+-- Per origin, where its chain starts after retention deleted its oldest batches
+-- (relay/sinks/retention.py): the first seq kept, the batch_hash of the one before it, and the
+-- frontier of the log of batch messages 0..first_seq − 1 (JSON list of base64 hashes).
+CREATE TABLE IF NOT EXISTS retained (
+    origin TEXT PRIMARY KEY,
+    first_seq INTEGER NOT NULL,
+    prev TEXT NOT NULL,
+    log TEXT NOT NULL,
+    deleted_at_ms INTEGER NOT NULL
+);
 """
 
 
@@ -101,6 +115,58 @@ class EmbeddedStore:
             yield from self._db.execute(
                 f"SELECT doc_id, source FROM documents WHERE doc_id IN ({marks})", chunk
             )
+
+    def chain_starts(self) -> dict[str, ChainStart]:
+        """Where each origin's chain starts after retention (none for a store never pruned)."""
+        try:
+            rows = self._db.execute("SELECT origin, first_seq, prev, log FROM retained").fetchall()
+        except sqlite3.OperationalError:  # a store written before retention existed
+            return {}
+        return {
+            origin: ChainStart(
+                first_seq,
+                base64.b64decode(prev),
+                CompactRange.from_list(first_seq, [base64.b64decode(h) for h in orjson.loads(log)]),
+            )
+            for origin, first_seq, prev, log in rows
+        }
+
+    def delete_before(self, origin: str, start: ChainStart, now_ms: int) -> int:
+        """Delete the origin's batches and summaries below ``start.seq`` and record ``start``,
+        in one transaction (a batch never goes without its summaries); return documents deleted.
+        """
+        assert start.log is not None
+        log = orjson.dumps([base64.b64encode(h).decode() for h in start.log.to_list()])
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = self._db.execute(
+                    "DELETE FROM documents WHERE origin = ? AND seq < ?", (origin, start.seq)
+                )
+                self._db.execute(
+                    "INSERT OR REPLACE INTO retained VALUES (?, ?, ?, ?, ?)",
+                    (origin, start.seq, base64.b64encode(start.prev).decode(), log, now_ms),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return cursor.rowcount
+
+    def batches(
+        self, origin: str, from_seq: int
+    ) -> Generator[tuple[int, dict[str, Any]], None, None]:
+        """(seq, source) of the origin's batch documents from ``from_seq`` on, in seq order."""
+        rows = self._db.execute(
+            "SELECT seq, source FROM documents WHERE kind = 'batch' AND origin = ? AND seq >= ?"
+            " ORDER BY seq",
+            (origin, from_seq),
+        )
+        for seq, source in rows:
+            yield seq, orjson.loads(source)
+
+    def origins(self) -> list[str]:
+        return [row[0] for row in self._db.execute("SELECT DISTINCT origin FROM documents")]
 
     def documents(self, origin: str | None = None) -> Iterator[Document]:
         """Every document, batches before their summaries, in (origin, seq, i) order."""

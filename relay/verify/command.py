@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import sys
+import time
 from collections.abc import Generator
 from pathlib import Path
 
 import orjson
 
 from relay.attest.cosignature import CosignerKey
-from relay.attest.errors import InvalidVerifierKeyError
+from relay.attest.errors import AttestError, InvalidVerifierKeyError
+from relay.attest.keys import VerifierKey
 from relay.registry import Registry, RegistryError
 from relay.sinks.documents import Document
 from relay.verify.consistency import operator_proof_findings
 from relay.verify.elasticsearch import elasticsearch_documents
 from relay.verify.errors import SourceError, VerifyError
 from relay.verify.report import VerificationReport
-from relay.verify.sources import ndjson_documents, store_documents
-from relay.verify.verifier import verify_documents
+from relay.verify.sources import ndjson_documents, store_chain_starts, store_documents
+from relay.verify.verifier import ChainStart, verify_documents
 
 __all__ = ["add_verify_command"]
 
@@ -67,10 +70,22 @@ def add_verify_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
         help="also ask each --checkpoint's operator (its registry url) for its current "
         "checkpoint and a consistency proof from the saved one (inconsistent_checkpoint)",
     )
+    verify.add_argument(
+        "--report",
+        type=Path,
+        metavar="FILE",
+        help="re-check a period report (`relay lead report`, md, csv or json) against the "
+        "documents instead: signature by --lead-key, listed batches, every figure",
+    )
+    verify.add_argument(
+        "--lead-key", metavar="VKEY", help="the lead's verifier key string (with --report)"
+    )
     verify.set_defaults(run=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.report is not None:
+        return _run_report(args)
     try:
         registry = Registry.load(args.registry)
         saved = [_read_note(path) for path in args.checkpoint]
@@ -79,7 +94,11 @@ def _run(args: argparse.Namespace) -> int:
             raise VerifyError("--witness-key and --operator-proofs check --checkpoint notes")
         with contextlib.closing(_documents(args)) as documents:
             report = verify_documents(
-                registry, documents, saved_checkpoints=saved, witness_keys=witnesses
+                registry,
+                documents,
+                saved_checkpoints=saved,
+                witness_keys=witnesses,
+                chain_starts=_chain_starts(args),
             )
         if args.operator_proofs:
             report.findings.extend(operator_proof_findings(saved, registry))
@@ -98,6 +117,46 @@ def _witness_key(text: str) -> CosignerKey:
         return CosignerKey.parse(text)
     except InvalidVerifierKeyError as exc:
         raise VerifyError(f"--witness-key {text!r}: {exc}") from exc
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    # The lead's modules are imported here only: plain `relay verify` stays independent of them.
+    from relay.lead.report import recheck_report
+
+    if args.lead_key is None:
+        print("relay verify: --report needs --lead-key", file=sys.stderr)
+        return 2
+    try:
+        lead_key = VerifierKey.parse(args.lead_key)
+        registry = Registry.load(args.registry)
+        text = args.report.read_text(encoding="utf-8")
+        with contextlib.closing(_documents(args)) as documents:
+            findings = asyncio.run(
+                recheck_report(
+                    text,
+                    lead_key,
+                    registry,
+                    documents,
+                    now_ms=time.time_ns() // 1_000_000,
+                    chain_starts=_chain_starts(args),
+                )
+            )
+    except (RegistryError, VerifyError, AttestError, OSError, UnicodeDecodeError) as exc:
+        print(f"relay verify: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        result = {"ok": not findings, "findings": [f.to_dict() for f in findings]}
+        print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    else:
+        for finding in findings:
+            print(f"{finding.code}: {finding.message}")
+        print(f"{len(findings)} report findings" if findings else "report re-checked: no findings")
+    return 1 if findings else 0
+
+
+def _chain_starts(args: argparse.Namespace) -> dict[str, ChainStart]:
+    """Where retention left each chain of an embedded store (none for other sources)."""
+    return {} if args.store is None else store_chain_starts(args.store)
 
 
 def _read_note(path: Path) -> str:

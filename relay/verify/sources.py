@@ -17,8 +17,9 @@ import orjson
 from relay.sinks.documents import Document
 from relay.sinks.store import EmbeddedStore
 from relay.verify.errors import SourceError
+from relay.verify.verifier import ChainStart
 
-__all__ = ["document_from_mapping", "ndjson_documents", "store_documents"]
+__all__ = ["document_from_mapping", "ndjson_documents", "store_chain_starts", "store_documents"]
 
 
 def document_from_mapping(data: object, where: str) -> Document:
@@ -58,5 +59,19 @@ def store_documents(path: Path) -> Iterator[Document]:
         yield from store.documents()
     except sqlite3.Error as exc:
         raise SourceError(f"cannot read the embedded store {path}: {exc}") from exc
+    finally:
+        store.close()
+
+
+def store_chain_starts(path: Path) -> dict[str, ChainStart]:
+    """Where retention left each origin's chain in the embedded store at ``path``."""
+    if path.is_dir():
+        path = path / "store.sqlite"
+    try:
+        store = EmbeddedStore(path, readonly=True)
+    except (FileNotFoundError, sqlite3.Error) as exc:
+        raise SourceError(f"cannot open the embedded store {path}: {exc}") from exc
+    try:
+        return store.chain_starts()
     finally:
         store.close()

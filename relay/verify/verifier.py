@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from relay.attest.batch import ZERO_HASH
@@ -34,9 +35,26 @@ from relay.verify.keyring import Keyring
 from relay.verify.leaves import BatchTree, SummaryLeaf, check_summary, read_summary
 from relay.verify.report import OriginHead, OriginTotals, VerificationReport
 
-__all__ = ["Verifier", "verify_documents"]
+__all__ = ["ChainStart", "Verifier", "verify_documents"]
 
 _HASH = 32
+
+
+@dataclass(frozen=True, slots=True)
+class ChainStart:
+    """Where an origin's chain starts when its first batches are gone on purpose.
+
+    Retention of the embedded store leaves one (relay/sinks/retention.py), and so does a hold
+    (relay/lead/holds.py). Batch ``seq`` is then the first one, its `prev` must be ``prev`` and,
+    when ``log`` (the frontier of the log of batch messages 0..seq − 1) is known, every stored
+    checkpoint is still checked against the log: a wrong marker shows as `checkpoint_mismatch`
+    against the operator's own signed checkpoints. Without it the stored checkpoints are checked
+    for signature and size only, as after a missing batch.
+    """
+
+    seq: int
+    prev: bytes
+    log: CompactRange | None
 
 
 def verify_documents(
@@ -46,6 +64,7 @@ def verify_documents(
     now_ms: int | None = None,
     saved_checkpoints: Sequence[str] = (),
     witness_keys: Sequence[CosignerKey] = (),
+    chain_starts: Mapping[str, ChainStart] | None = None,
 ) -> VerificationReport:
     """Check ``documents`` (ordered by origin, seq; batch first, then summaries by i) and report.
 
@@ -60,6 +79,7 @@ def verify_documents(
         now_ms=time.time_ns() // 1_000_000 if now_ms is None else now_ms,
         saved_checkpoints=saved_checkpoints,
         witness_keys=witness_keys,
+        chain_starts=chain_starts,
     )
     for document in documents:
         verifier.feed(document)
@@ -69,15 +89,29 @@ def verify_documents(
 class _Chain:
     """What the auditor keeps about one origin between groups."""
 
-    __slots__ = ("hashes", "last", "log", "log_broken_at", "log_diverged", "next_seq", "saved")
+    __slots__ = (
+        "hashes",
+        "last",
+        "log",
+        "log_broken_at",
+        "log_diverged",
+        "next_seq",
+        "saved",
+        "start",
+    )
 
-    def __init__(self) -> None:
-        self.next_seq = 0  # one past the highest seq placed in the chain
+    def __init__(self, start: ChainStart | None) -> None:
+        self.start = start
+        self.next_seq = 0 if start is None else start.seq  # one past the highest seq placed
         # batch_hash of each placed seq whose signature verified; 32 zero bytes otherwise.
-        self.hashes = bytearray()
+        self.hashes = bytearray(ZERO_HASH * self.next_seq)
         self.last: OpenedBatch | None = None  # batch next_seq − 1, if it was present
         self.log: CompactRange | None = CompactRange()  # None once a batch is missing
         self.log_broken_at: int | None = None
+        if start is not None:
+            log = start.log
+            self.log = None if log is None else CompactRange.from_list(log.size, log.to_list())
+            self.log_broken_at = None if log is not None else start.seq
         self.log_diverged = False  # a stored checkpoint disagreed with the log already
         self.saved: dict[int, list[SavedCheckpoint]] = {}  # unconfirmed saved ones, by size
 
@@ -108,8 +142,10 @@ class Verifier:
         now_ms: int,
         saved_checkpoints: Sequence[str] = (),
         witness_keys: Sequence[CosignerKey] = (),
+        chain_starts: Mapping[str, ChainStart] | None = None,
     ) -> None:
         self._keyring = Keyring(registry)
+        self._starts = dict(chain_starts or {})
         self._now_ms = now_ms
         self.report = VerificationReport()
         self._chains: dict[str, _Chain] = {}
@@ -277,7 +313,7 @@ class Verifier:
             return True
         last = chain.last if seq == chain.next_seq else None
         if last is None:
-            return False
+            return self._check_start(chain, seq, batch, emit)
         if header["prev"] != _b64(last.batch_hash):
             emit(
                 Code.PREV_MISMATCH,
@@ -307,6 +343,21 @@ class Verifier:
                 Code.KEY_NOT_VALID_FOR_SEQ,
                 f"key changed from {before['kid']} to {header['kid']} without a next_kid "
                 f"handover in seq {seq - 1}",
+                batch.doc_id,
+            )
+        return True
+
+    def _check_start(self, chain: _Chain, seq: int, batch: OpenedBatch, emit: Emit) -> bool:
+        """The first batch after a ChainStart links to the marker's prev instead of a batch."""
+        start = chain.start
+        if start is None or seq != start.seq:
+            return False
+        assert batch.header is not None
+        if batch.header["prev"] != _b64(start.prev):
+            emit(
+                Code.PREV_MISMATCH,
+                f"prev {batch.header['prev']} is not {_b64(start.prev)}, the batch_hash of seq "
+                f"{seq - 1} recorded when the batches before seq {seq} were deleted",
                 batch.doc_id,
             )
         return True
@@ -383,7 +434,21 @@ class Verifier:
                     "saved checkpoint of size 0 does not have the empty tree's root",
                 )
             return
-        same_size = self._chain(origin).saved.setdefault(size, [])
+        chain = self._chain(origin)
+        start = chain.start
+        if start is not None and start.log is not None and size == start.seq:
+            # Of the retention marker's size: the marker's log is that tree.
+            if checkpoint.root != start.log.root():
+                self._emit(
+                    Code.CHECKPOINT_MISMATCH,
+                    origin,
+                    size - 1,
+                    None,
+                    f"saved checkpoint of size {size} has root {_b64(checkpoint.root)}, but the "
+                    f"retention marker's log of that size has {_b64(start.log.root())}",
+                )
+            return
+        same_size = chain.saved.setdefault(size, [])
         for other in same_size:
             if other.checkpoint.root != checkpoint.root:
                 self._emit(
@@ -509,7 +574,7 @@ class Verifier:
     def _chain(self, origin: str) -> _Chain:
         chain = self._chains.get(origin)
         if chain is None:
-            chain = self._chains[origin] = _Chain()
+            chain = self._chains[origin] = _Chain(self._starts.get(origin))
             self._totals(origin)
         return chain
 
@@ -532,6 +597,8 @@ def _events(source: dict[str, Any]) -> int | None:
 
 
 def _why_unconfirmed(chain: _Chain, size: int) -> str:
+    if chain.start is not None and size < chain.start.seq:
+        return f"the batches before seq {chain.start.seq} were deleted (retention or a hold)"
     if size > chain.next_seq:
         return f"the log read has only {chain.next_seq} batches (it was truncated)"
     return f"batch {chain.log_broken_at} is missing, so the log cannot be rebuilt to that size"
