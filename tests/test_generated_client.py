@@ -114,11 +114,12 @@ def test_nodes_and_series_hold_the_fixtures_events(
     d1 = [e for e in EVENTS if e.node == "d1"]
     want = expected(d1)
     assert by_id["d1"].requests == want["requests"]
-    assert by_id["d1"].outcomes.additional_properties["timeout"] == want["outcomes"]["timeout"]
+    assert by_id["d1"].outcomes.timeout == want["outcomes"]["timeout"]
+    assert by_id["d1"].signals.playback_slow == want["signals"]["playback_slow"]
     assert by_id["d1"].ttfb_ms.p50 == want["ttfb_ms"]["p50"]
     assert by_id["d1"].operators == want["operators"]
     assert nodes.network is not None
-    assert nodes.network.signals.additional_properties["missing_operators"] == 3
+    assert nodes.network.signals.missing_operators == 3
 
     role = _module("models").LeadNodeSeriesRole.DISTRIBUTOR
     series = _module("api.lead.lead_node_series").sync(role, "d1", client=client, from_=FROM, to=TO)

@@ -14,7 +14,7 @@ import copy
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import jsonschema_rs
 import pytest
@@ -22,7 +22,7 @@ import yaml
 from pydantic import ValidationError
 
 from relay import schemagen
-from relay.ingest.models import NativeEvent, NativePayload
+from relay.ingest.models import NativeEvent, NativePayload, Op, Outcome, Signal
 from relay.registry import Registry
 from relay.sinks.documents import Document
 from tests import atlas_client
@@ -444,3 +444,17 @@ def test_every_schema_is_a_component_and_every_reference_resolves() -> None:
     assert {r.removeprefix("#/components/schemas/") for r in schema_refs} <= set(components)
     others = references - schema_refs
     assert all(re.fullmatch(r"#/components/(parameters|headers|responses)/\w+", r) for r in others)
+
+
+def test_lead_count_objects_name_the_native_vocabulary() -> None:
+    """The lead's outcomes, ops and signals objects list exactly what relay counts (every name is
+    present in an answer, relay/lead/health.py), as typed properties a client generator keeps."""
+    schemas = schemagen.lead_schemas()
+    figures = schemas["LeadFigures"]["properties"]
+    for schema, names in (
+        (figures["outcomes"], get_args(Outcome)),
+        (figures["ops"], get_args(Op)),
+        (schemas["LeadSignals"], get_args(Signal)),
+    ):
+        assert schema["required"] == list(names)
+        assert list(schema["properties"]) == list(names)
