@@ -3,8 +3,14 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The OpenAPI linters, npm packages pinned here and installed into $(TOOLS) (gitignored), where
+# tests/test_openapi_lint.py runs them. Redocly CLI 1.x runs on Debian's Node.js 18; 2.x needs 20.19.
+TOOLS        := .tools
+TOOLS_STAMP  := $(TOOLS)/.installed
+REDOCLY_CLI  := @redocly/cli@1.34.20
+SPECTRAL_CLI := @stoplight/spectral-cli@6.16.3
 
-.PHONY: run test bench lint typecheck schemas clean chromium promtool demo
+.PHONY: run test bench lint typecheck schemas clean chromium promtool openapi-tools demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +21,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/relay serve
 
-test: $(STAMP) chromium promtool
+test: $(STAMP) chromium promtool openapi-tools
 	$(BIN)/ruff check relay tests
 	$(BIN)/ruff format --check relay tests
 	$(BIN)/mypy
@@ -31,6 +37,16 @@ chromium:
 # promtool, it is stopped and disabled at once (tests never need a running Prometheus).
 promtool:
 	command -v promtool >/dev/null || (apt-get update && apt-get install -y --no-install-recommends prometheus && (systemctl disable --now prometheus 2>/dev/null || true))
+
+# Redocly CLI and Spectral lint openapi.yaml in the tests: Debian's nodejs and npm, then the pinned
+# packages from the npm registry into $(TOOLS), reinstalled when the pins here change.
+openapi-tools: $(TOOLS_STAMP)
+
+$(TOOLS_STAMP): Makefile
+	command -v npm >/dev/null || (apt-get update && apt-get install -y --no-install-recommends nodejs npm)
+	rm -rf $(TOOLS)
+	npm install --prefix $(TOOLS) --save-exact --no-audit --no-fund --loglevel=error $(REDOCLY_CLI) $(SPECTRAL_CLI)
+	touch $(TOOLS_STAMP)
 
 # A populated dashboard from nothing: hours of synthetic traffic through real relays, then the lead.
 demo: $(STAMP)
@@ -53,4 +69,4 @@ schemas: $(STAMP)
 	$(BIN)/python -m relay.schemagen
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

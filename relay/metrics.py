@@ -3,19 +3,39 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from relay import __version__
 
 if TYPE_CHECKING:
     from relay.outbox.outbox import Outbox
 
-__all__ = ["RelayMetrics"]
+__all__ = ["BuildInfo", "RelayMetrics"]
+
+
+class BuildInfo(Collector):
+    """`relay_build_info{version} 1`, on the operator listener and on the lead's /metrics: which
+    release is running, for dashboards and for alerts during a rollout."""
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "relay_build_info",
+            "Always 1; version is the relay release serving.",
+            labels=["version"],
+        )
+        family.add_metric([__version__], 1)
+        yield family
 
 
 class RelayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(BuildInfo())
         r = self.registry
         self.received = Counter(
             "relay_events_received", "Events received, by endpoint.", ["endpoint"], registry=r

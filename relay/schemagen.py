@@ -11,8 +11,10 @@ pydantic's `model_json_schema`, sorted keys, indent 2, trailing newline):
 - `registry.schema.json`: the operator registry (relay.registry.Registry).
 
 It also rewrites the part of `openapi.yaml` after OPENAPI_MARKER, `components.schemas`: these
-models and the HTTP answers of the app-facing API below, so the OpenAPI document and `schemas/` can
-not drift apart (the rest of openapi.yaml is written by hand).
+models, the HTTP answers of the app-facing API below, a problem schema per answer status, and the
+lead API's hand-written answer schemas (relay/lead/openapi-schemas.yaml), so the OpenAPI document
+and `schemas/` can not drift apart and every schema is a component that client generators resolve
+(the rest of openapi.yaml is written by hand).
 
 `python -m relay.schemagen --check` writes nothing; it exits 1 and names every file that differs
 from what would be generated (`make test` runs it), 0 otherwise.
@@ -59,6 +61,7 @@ __all__ = [
     "check",
     "generate",
     "json_text",
+    "lead_schemas",
     "main",
     "openapi_components",
     "render_openapi",
@@ -691,11 +694,13 @@ SCHEMA_FILES: dict[str, tuple[type[BaseModel], str, _Fix | None]] = {
     ),
 }
 
-#: Answers of the app-facing HTTP API; with the models of SCHEMA_FILES, openapi.yaml's components.
+#: The files of SCHEMA_FILES that openapi.yaml's operations use (the registry is read from a file,
+#: never sent over HTTP: an unused component is a lint finding).
+OPENAPI_SCHEMA_FILES = tuple(name for name in SCHEMA_FILES if name != "registry.schema.json")
+#: Answers of the app-facing HTTP API; with OPENAPI_SCHEMA_FILES, openapi.yaml's components.
 HTTP_MODELS: tuple[type[BaseModel], ...] = (
     IngestAnswer,
     AtlasIngestAnswer,
-    Problem,
     ClientConfigDocument,
     OperatorView,
     ConsistencyProof,
@@ -703,6 +708,13 @@ HTTP_MODELS: tuple[type[BaseModel], ...] = (
     ReadyStatus,
     Health,
 )
+
+
+#: Statuses of the problem answers in openapi.yaml (components.responses): each has its
+#: `Problem<status>` schema.
+PROBLEM_STATUSES = (400, 401, 404, 408, 413, 415, 429, 503)
+#: The lead API's answer schemas, hand-written (relay lead builds plain dicts).
+LEAD_SCHEMAS = Path(__file__).resolve().parent / "lead" / "openapi-schemas.yaml"
 
 
 def schema_of(name: str) -> dict[str, Any]:
@@ -763,15 +775,36 @@ def _hoist(schema: dict[str, Any], into: dict[str, Any], name: str) -> None:
         into[def_name] = rewritten
 
 
+def _problem_of(status: int) -> dict[str, Any]:
+    """Problem with its `status` fixed: a plain object, so client generators type it (an
+    `allOf` of Problem and a `status` const is what openapi-python-client leaves untyped)."""
+    schema = Problem.model_json_schema(by_alias=True, mode="validation")
+    schema["title"] = f"Problem{status}"
+    schema["description"] = f"RFC 9457 problem details of a {status} answer."
+    schema["properties"]["status"] = {"const": status, "title": "Status", "type": "integer"}
+    return schema
+
+
+def lead_schemas() -> dict[str, Any]:
+    """The lead API's answers, written by hand in LEAD_SCHEMAS (not generated from models)."""
+    schemas: dict[str, Any] = yaml.safe_load(LEAD_SCHEMAS.read_text(encoding="utf-8"))
+    return schemas
+
+
 def openapi_components() -> dict[str, Any]:
-    """`components.schemas` of openapi.yaml: every model of this module, by its title."""
+    """`components.schemas` of openapi.yaml: the models of OPENAPI_SCHEMA_FILES and HTTP_MODELS
+    by their titles, a Problem per status of PROBLEM_STATUSES, and the lead API's schemas."""
     components: dict[str, Any] = {}
-    for name in SCHEMA_FILES:
+    for name in OPENAPI_SCHEMA_FILES:
         schema = schema_of(name)
         _hoist(schema, components, schema["title"])
     for model in HTTP_MODELS:
         schema = model.model_json_schema(by_alias=True, mode="validation")
         _hoist(schema, components, schema["title"])
+    for status in PROBLEM_STATUSES:
+        _hoist(_problem_of(status), components, f"Problem{status}")
+    for name, schema in lead_schemas().items():
+        _hoist(schema, components, name)
     return components
 
 

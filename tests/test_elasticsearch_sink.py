@@ -561,3 +561,33 @@ async def test_es_setup_refuses_operator_keys_for_origins_sharing_a_slug(
     assert code == 2 and "share the index slug" in out
     code, out = await es_setup(fake_es, "--create-operator-key", "relay.example.org/eu-1")
     assert code == 0 and "exists" in out  # the same origin again is no conflict
+
+
+def test_privacy_and_stats_are_mapped_explicitly() -> None:
+    """Strings under privacy.* are keywords (a `term` query on privacy.mode matches), numbers
+    longs; a parameter added later is a keyword too, never `text` (issue 19)."""
+    properties = batch_mappings()["properties"]
+    privacy, stats = properties["privacy"]["properties"], properties["stats"]["properties"]
+    keyword, long = {"type": "keyword"}, {"type": "long"}
+    assert privacy["mode"] == privacy["geo"] == privacy["epsilon"] == keyword
+    assert privacy["k"] == privacy["scale"] == privacy["delta"] == long
+    assert all(mapping == long for mapping in stats.values())
+    assert {"accepted", "rejected", "over_cap", "too_many"} <= set(stats)
+    dynamic = {
+        name: template
+        for entry in batch_mappings()["dynamic_templates"]
+        for name, template in entry.items()
+    }
+    assert {t["path_match"]: t["mapping"] for t in dynamic.values()} == {
+        "privacy.*": keyword,
+        "stats.*": keyword,
+    }
+    assert all(t["match_mapping_type"] == "string" for t in dynamic.values())
+
+
+def test_templates_allow_auto_create() -> None:
+    """A cluster whose action.auto_create_index refuses other names still creates relay's
+    monthly indices on the first write."""
+    templates = SetupPlan().templates()
+    assert set(templates) == {"relay-batches", "relay-summaries"}
+    assert all(template["allow_auto_create"] is True for template in templates.values())

@@ -331,6 +331,15 @@ async def test_bad_parameters_are_problems(lead: Lead) -> None:
         assert problem["status"] == 400
     problem = await lead.get("/v1/nodes/distributor/d1/series", status=400, step="1s")
     assert "more than 10000 points" in problem["detail"]
+    # Bounds schemathesis found (issue 19): to = 2^53 and an empty origin were answered 200.
+    for path, params in (
+        ("/v1/batches", {"to": str(2**53)}),
+        ("/v1/nodes", {"from": "-1"}),
+        ("/v1/batches", {"origin": ""}),
+        ("/v1/batches", {"origin": "a+b"}),
+    ):
+        problem = await lead.get(path, status=400, **params)
+        assert problem["status"] == 400, (path, params)
     await lead.get("/v1/nowhere", status=404)
 
 

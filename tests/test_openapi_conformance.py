@@ -47,6 +47,7 @@ from relay.ingest.http import create_app, create_operator_app, runner_options
 from relay.ingest.server import make_runner
 from relay.schemagen import schema_of
 from relay.serve import OperatorRelay
+from tests import schemathesis_hooks  # noqa: F401  (registers the gzip hook)
 from tests.conftest import FakeClock
 
 OPENAPI = Path(__file__).resolve().parent.parent / "openapi.yaml"
@@ -178,12 +179,11 @@ def live_relay(tmp_path: Path) -> Iterator[ThreadedRelay]:
 # One relay per operation, shared by that operation's examples: intended.
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_api_conforms_to_openapi(case: schemathesis.Case, live_relay: ThreadedRelay) -> None:
+    # Gzipped bodies: tests/schemathesis_hooks.py.
     checks = CHECKS
     if case.operation.label in RANGE_BOUND:
         checks = [check for check in CHECKS if check is not positive_data_acceptance]
-    case.call_and_validate(
-        base_url=live_relay.base_url, checks=checks, **_gzipped(case, live_relay.base_url)
-    )
+    case.call_and_validate(base_url=live_relay.base_url, checks=checks)
 
 
 # The operator listener's operations (/metrics, the detailed /readyz).
@@ -193,27 +193,6 @@ def test_operator_listener_conforms_to_openapi(
     case: schemathesis.Case, live_relay: ThreadedRelay
 ) -> None:
     case.call_and_validate(base_url=live_relay.operator_base_url, checks=CHECKS)
-
-
-def _gzipped(case: schemathesis.Case, base_url: str) -> dict[str, Any]:
-    """The body, gzipped, when the case declares `Content-Encoding: gzip` (else nothing).
-
-    Otherwise every case with that header would only ever reach the bad-gzip answer, and the body
-    behind it would never be exercised.
-    """
-    headers = {name.lower(): value for name, value in (case.headers or {}).items()}
-    if str(headers.get("content-encoding", "")).strip().lower() != "gzip":
-        return {}
-    sent = case.as_transport_kwargs(base_url=base_url)
-    if "json" in sent:
-        raw = json.dumps(sent["json"]).encode()
-    elif isinstance(sent.get("data"), str):
-        raw = sent["data"].encode()
-    elif isinstance(sent.get("data"), bytes):
-        raw = sent["data"]
-    else:
-        return {}
-    return {"data": gzip.compress(raw)}
 
 
 # -- what generation does not reach ---------------------------------------------------------------

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import jsonschema_rs
 import pytest
@@ -21,7 +22,7 @@ import yaml
 from pydantic import ValidationError
 
 from relay import schemagen
-from relay.ingest.models import NativeEvent, NativePayload
+from relay.ingest.models import NativeEvent, NativePayload, Op, Outcome, Signal
 from relay.registry import Registry
 from relay.sinks.documents import Document
 from tests import atlas_client
@@ -368,9 +369,11 @@ def test_openapi_components_are_the_generated_schemas() -> None:
 
 
 def test_openapi_component_schemas_mean_what_schemas_mean() -> None:
-    """A component, with its references resolved, is the schema file's document."""
+    """A component, with its references resolved, is the schema file's document (the registry,
+    read from a file and never sent over HTTP, is no component)."""
     document = yaml.safe_load(OPENAPI.read_text(encoding="utf-8"))
-    for name in schemagen.SCHEMA_FILES:
+    assert "Registry" not in document["components"]["schemas"]
+    for name in schemagen.OPENAPI_SCHEMA_FILES:
         committed = json.loads((SCHEMAS / name).read_text(encoding="utf-8"))
         title = committed["title"]
         bundled = {
@@ -425,3 +428,34 @@ def test_openapi_operations_are_tagged_operator() -> None:
     }
     for path, _, operation in operations:
         assert operation["tags"] == expected.get(path, ["operator"]), path
+
+
+def test_every_schema_is_a_component_and_every_reference_resolves() -> None:
+    """What client generators need (issue 19): the lead's answers and a problem per status are
+    components, and no reference points outside components.schemas or at nothing."""
+    text = OPENAPI.read_text(encoding="utf-8")
+    document = yaml.safe_load(text)
+    components = document["components"]["schemas"]
+    assert "x-lead-schemas" not in document
+    assert set(schemagen.lead_schemas()) <= set(components)
+    for status in schemagen.PROBLEM_STATUSES:
+        assert components[f"Problem{status}"]["properties"]["status"]["const"] == status
+    references = set(re.findall(r"""\$ref: ['"]?([^'"\s]+)""", text))
+    schema_refs = {r for r in references if r.startswith("#/components/schemas/")}
+    assert {r.removeprefix("#/components/schemas/") for r in schema_refs} <= set(components)
+    others = references - schema_refs
+    assert all(re.fullmatch(r"#/components/(parameters|headers|responses)/\w+", r) for r in others)
+
+
+def test_lead_count_objects_name_the_native_vocabulary() -> None:
+    """The lead's outcomes, ops and signals objects list exactly what relay counts (every name is
+    present in an answer, relay/lead/health.py), as typed properties a client generator keeps."""
+    schemas = schemagen.lead_schemas()
+    figures = schemas["LeadFigures"]["properties"]
+    for schema, names in (
+        (figures["outcomes"], get_args(Outcome)),
+        (figures["ops"], get_args(Op)),
+        (schemas["LeadSignals"], get_args(Signal)),
+    ):
+        assert schema["required"] == list(names)
+        assert list(schema["properties"]) == list(names)

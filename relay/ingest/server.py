@@ -50,7 +50,8 @@ class _Runner(web.AppRunner):
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         # AppRunner builds a plain Server; give it the handler class above. Same state, one
-        # method differs, so the swap is safe for the aiohttp major pinned in pyproject.
+        # method differs, so the swap is safe for the aiohttp minor pinned in pyproject
+        # (tests/test_aiohttp_internals.py checks these internals).
         server.__class__ = _PrivateErrorsServer
         return server
 

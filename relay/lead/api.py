@@ -37,6 +37,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _ROLES = ("distributor", "storage")
 _ROLE = re.compile("|".join(_ROLES))
 _NODE_ID = re.compile(r"[A-Za-z0-9:._-]{1,128}")
+_ORIGIN = re.compile(r"[^+\s]{1,255}")
 _STATIC_TYPES = {
     "index.html": "text/html",
     "dashboard.js": "text/javascript",
@@ -92,6 +93,15 @@ def _path_text(request: web.Request, name: str, pattern: re.Pattern[str]) -> str
     text = request.match_info[name]
     if not pattern.fullmatch(text):
         raise _bad(name, f"{name} must match {pattern.pattern}")
+    return text
+
+
+def _origin_filter(request: web.Request) -> str | None:
+    """`origin` of /v1/batches: absent, or an origin as openapi.yaml's pattern says (an empty
+    one would otherwise match nothing and answer an empty page, as if it were valid)."""
+    text = request.query.get("origin")
+    if text is not None and not _ORIGIN.fullmatch(text):
+        raise _bad("origin", f"origin must match {_ORIGIN.pattern}")
     return text
 
 
@@ -155,7 +165,7 @@ async def batches(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     return _json(
         await service.batches(
-            origin=request.query.get("origin"),
+            origin=_origin_filter(request),
             time_range=_range(request, service.clock()),
             include_unverified=_flag(request, "include_unverified"),
             limit=_int(request, "limit", 100, 1, 1000),

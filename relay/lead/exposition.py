@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 
 from relay.lead.health import OUTCOMES, SEVERITY
 from relay.lead.watch import NodeWatch, Snapshot
+from relay.metrics import BuildInfo
 
 __all__ = ["READY_TIMEOUT_SECONDS", "add_routes", "families", "render"]
 
@@ -191,6 +192,7 @@ class _Fixed(Collector):
 def render(snapshot: Snapshot, counters: CollectorRegistry | None = None) -> bytes:
     """Text exposition of the snapshot, then of the lead's own counters."""
     registry = CollectorRegistry(auto_describe=False)
+    registry.register(BuildInfo())
     registry.register(_Fixed(families(snapshot)))
     body = generate_latest(registry)
     return body if counters is None else body + generate_latest(counters)

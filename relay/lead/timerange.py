@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
+from relay.aggregate.cells import MAX_SAFE_INT
+
 __all__ = [
     "DEFAULT_SPAN_MS",
     "MAX_POINTS",
@@ -42,8 +44,11 @@ class TimeRange:
 
 
 def parse_instant(name: str, text: str) -> int:
-    """Epoch milliseconds from an integer or an RFC 3339 date-time (leap second 60 allowed)."""
-    if re.fullmatch(r"-?[0-9]{1,16}", text):
+    """Epoch milliseconds from an integer in [0, 2^53 - 1] (openapi.yaml's bounds) or an RFC 3339
+    date-time (leap second 60 allowed)."""
+    if re.fullmatch(r"[0-9]{1,16}", text):
+        if int(text) > MAX_SAFE_INT:
+            raise RangeError(f"{name} must be at most 2^53 - 1 epoch milliseconds")
         return int(text)
     match = _RFC3339.match(text)
     if match is None:

@@ -33,11 +33,12 @@ from typing import Any, get_args
 
 from elastic_transport import TransportError
 from elasticsearch import ApiError, AsyncElasticsearch, NotFoundError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from relay import __version__
 from relay.config import SinkConfig
 from relay.ingest.models import Asset, Op, Outcome, Signal
+from relay.schemagen import AggregatePrivacy, DpPrivacy, Stats
 from relay.sinks.documents import origin_slug, own_index_patterns
 from relay.sinks.elasticsearch import make_client
 
@@ -93,10 +94,37 @@ def summary_mappings() -> dict[str, Any]:
     }
 
 
+def _explicit(*models: type[BaseModel]) -> dict[str, Any]:
+    """Every field of `models` (relay.schemagen, the header's contract) mapped explicitly: whole
+    numbers as long, the rest (modes, names, ε as exact decimal text) as keyword, so that a
+    `term` query on `privacy.mode` matches. Parameters or counters relay adds later are mapped
+    dynamically, their strings as keyword too (_DYNAMIC_KEYWORDS), never as text."""
+    properties: dict[str, Any] = {}
+    for model in models:
+        schema = model.model_json_schema(by_alias=True, mode="validation")
+        for name, field in schema["properties"].items():
+            properties[name] = _LONG if field["type"] == "integer" else _KEYWORD
+    return {"dynamic": True, "properties": properties}
+
+
+#: Strings that appear under privacy.* or stats.* without a mapping become keywords.
+_DYNAMIC_KEYWORDS = [
+    {
+        f"{name}_strings": {
+            "path_match": f"{name}.*",
+            "match_mapping_type": "string",
+            "mapping": _KEYWORD,
+        }
+    }
+    for name in ("privacy", "stats")
+]
+
+
 def batch_mappings() -> dict[str, Any]:
     """The signed header's fields, searchable, plus the signed bytes, signature and checkpoint."""
     return {
         "dynamic": False,
+        "dynamic_templates": _DYNAMIC_KEYWORDS,
         "properties": {
             "v": {"type": "integer"},
             "type": _KEYWORD,
@@ -113,10 +141,8 @@ def batch_mappings() -> dict[str, Any]:
             "batch_hash": _KEYWORD,
             "schema": {"type": "integer"},
             "gap": {"type": "boolean"},
-            # Both are small objects written by relay itself: new counters or parameters become
-            # searchable without a template change.
-            "privacy": {"type": "object", "dynamic": True},
-            "stats": {"type": "object", "dynamic": True},
+            "privacy": _explicit(AggregatePrivacy, DpPrivacy),
+            "stats": _explicit(Stats),
             "signed": _STORED_ONLY,
             "sig": _STORED_ONLY,
             "checkpoint": _STORED_ONLY,
@@ -176,6 +202,9 @@ class SetupPlan:
                 "index_patterns": [f"{self.index_prefix}{kind}-*"],
                 # Above the built-in templates (100), so ours wins on any overlap.
                 "priority": 200,
+                # The relay's first write creates the month's index, also on a cluster whose
+                # action.auto_create_index refuses other names (else: a 404, retried forever).
+                "allow_auto_create": True,
                 "template": {"settings": settings, "mappings": mappings},
                 "meta": _META,
             }
