@@ -176,7 +176,20 @@ class Summary(_Model):
 
 
 class Attestation(_Model):
-    """What ties a summary to its signed batch: the leaf and its RFC 9162 inclusion proof."""
+    """What ties a summary to its signed batch (document format 2): its leaf's hash and the
+    RFC 9162 inclusion proof. The leaf is RFC 8785 JSON of the document's searchable fields
+    (`origin`, `seq`, `i` and the summary fields), so it is not stored twice."""
+
+    leaf_hash: Hash64 = Field(
+        description='SHA-256(0x00 ‖ leaf), base64, the leaf being RFC 8785 JSON of {"origin", '
+        '"seq", "i", ...summary fields}: the searchable fields of this document.'
+    )
+    n: int = Field(ge=1, le=MAX_SAFE_INT, description="Leaves in the batch's tree (= header n).")
+    proof: list[Hash64] = Field(description="Inclusion proof, RFC 9162 order, leaf to root.")
+
+
+class AttestationV1(_Model):
+    """Document format 1 (relays before schema 2): the leaf itself and its inclusion proof."""
 
     leaf: str = Field(
         description='The Merkle leaf as UTF-8 text: RFC 8785 JSON of {"origin", "seq", "i", '
@@ -201,7 +214,7 @@ class LeafContent(Summary):
 class SummarySource(LeafContent):
     """`_source` of a summary document: the summary fields plus its place in the chain."""
 
-    att: Attestation
+    att: Attestation | AttestationV1
 
 
 DecimalText = Annotated[
@@ -308,7 +321,12 @@ class BatchHeader(_Model):
     n: Count = Field(description="Number of summaries (Merkle leaves).")
     root: Hash64 = Field(description="RFC 9162 Merkle root of the leaves.")
     prev: Hash64 = Field(description="batch_hash of seq - 1; 32 zero bytes for seq 0.")
-    schema_: int = Field(alias="schema", ge=1, description="Native event schema version.")
+    schema_: int = Field(
+        alias="schema",
+        ge=1,
+        description="Document format: 2 = summaries carry `att.leaf_hash`, 1 = `att.leaf` "
+        "(relays before format 2); readers accept both.",
+    )
     privacy: Privacy
     stats: Stats
     gap: SkipJsonSchema[None] | Literal[True] = Field(

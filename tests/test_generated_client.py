@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import requests
 
+from relay.attest.canonical import canonical_json
 from relay.attest.merkle import leaf_hash, verify_inclusion
 from tests.conftest import T0_MS
 from tests.test_lead_data import EVENTS, ORIGIN_A, RANGE, ThreadedLead, expected
@@ -145,8 +146,11 @@ def test_batches_summary_proof_and_checkpoints(generated: ModuleType, lead: Thre
     summary = _module("api.lead.lead_get_summary").sync(ORIGIN_A, 0, 1, client=client)
     _typed(summary, "LeadSummary", f"{lead.base_url}/v1/summaries/{ORIGIN_A}/0/1")
     inclusion = summary.inclusion
-    leaf = summary.document.additional_properties["_source"]["att"]["leaf"]
-    assert base64.b64decode(inclusion.leaf_hash) == leaf_hash(leaf.encode())
+    # Format 2: the leaf is the RFC 8785 form of the searchable fields (att holds its hash).
+    source = summary.document.additional_properties["_source"]
+    leaf = canonical_json({key: value for key, value in source.items() if key != "att"})
+    assert base64.b64decode(inclusion.leaf_hash) == leaf_hash(leaf)
+    assert inclusion.leaf_hash == source["att"]["leaf_hash"]
     assert inclusion.root == header["root"] and inclusion.tree_size == header["n"]
     assert verify_inclusion(
         base64.b64decode(inclusion.leaf_hash),

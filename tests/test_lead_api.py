@@ -19,6 +19,7 @@ import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
+from relay.attest.canonical import canonical_json
 from relay.attest.merkle import leaf_hash, verify_inclusion
 from relay.config import Settings
 from relay.lead.api import create_lead_app
@@ -240,10 +241,13 @@ async def test_operators_batches_summaries_and_checkpoints(lead: Lead) -> None:
     header = orjson.loads(batch["document"]["_source"]["signed"].split("\n", 1)[1])
     assert batch["verified"] is True and header["n"] == 6
 
-    # The inclusion proof leads from the summary's signed leaf to the batch's signed root.
+    # The inclusion proof leads from the summary's signed leaf, its searchable fields in RFC 8785
+    # form, to the batch's signed root.
     summary = await lead.get(f"/v1/summaries/{ORIGIN_A}/0/2")
     inclusion = summary["inclusion"]
-    leaf = summary["document"]["_source"]["att"]["leaf"].encode()
+    source = summary["document"]["_source"]
+    leaf = canonical_json({k: v for k, v in source.items() if k != "att"})
+    assert inclusion["leaf_hash"] == source["att"]["leaf_hash"]
     assert base64.b64decode(inclusion["leaf_hash"]) == leaf_hash(leaf)
     assert inclusion["root"] == header["root"]
     assert verify_inclusion(

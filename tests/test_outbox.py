@@ -1,4 +1,4 @@
-"""The outbox gives back exactly the documents it was given, in order, while storing less."""
+"""The outbox gives back exactly the documents it was given, in order, and those of older relays."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import orjson
 from relay.aggregate.cells import Cell
 from relay.attest import ZERO_HASH
 from relay.attest.batch import sign_batch
+from relay.attest.canonical import canonical_json
 from relay.attest.keys import OperatorKey
 from relay.outbox.outbox import ChainHead, Outbox
 from relay.sinks.documents import Document, batch_documents
@@ -33,14 +34,14 @@ def _documents() -> tuple[list[Document], bytes]:
         window_end_ms=300_000,
         signed_at_ms=1,
         summaries=summaries,
-        schema=1,
+        schema=2,
         privacy={"mode": "aggregate", "k": 10, "max_events_per_contributor": 50, "geo": "region"},
         stats={"accepted": 60},
     )
     return batch_documents(signed, summaries, "checkpoint", "relay-"), signed.batch_hash
 
 
-def test_documents_come_back_unchanged_and_take_less_room(tmp_path: Path) -> None:
+def test_documents_come_back_unchanged(tmp_path: Path) -> None:
     documents, batch_hash = _documents()
     outbox = Outbox(tmp_path / "outbox.sqlite", "test.relay/outbox")
     head = ChainHead(0, batch_hash, 300_000, (), "checkpoint")
@@ -50,8 +51,8 @@ def test_documents_come_back_unchanged_and_take_less_room(tmp_path: Path) -> Non
     seq, stored = oldest
     assert seq == 0
     assert stored == documents
-    full = sum(len(orjson.dumps(doc.source)) for doc in documents)
-    assert outbox.size_bytes < 0.8 * full  # a summary's fields are kept once, in its leaf
+    # Format 2 keeps a summary's fields once already: the outbox stores what will ship.
+    assert outbox.size_bytes == sum(len(orjson.dumps(doc.source)) for doc in documents)
     outbox.close()
 
 
@@ -69,4 +70,29 @@ def test_a_row_written_with_the_whole_source_is_read_as_is(tmp_path: Path) -> No
         )
     oldest = outbox.oldest()
     assert oldest is not None and oldest[1] == documents
+    outbox.close()
+
+
+def test_a_format_1_summary_kept_as_its_att_comes_back_whole(tmp_path: Path) -> None:
+    # Relays before document format 2 kept a summary as `{"att": {"leaf", "n", "proof"}}`, its
+    # fields being in the leaf; such rows still waiting after an upgrade ship as they were.
+    documents, batch_hash = _documents()
+    format_1 = [documents[0]]
+    for doc in documents[1:]:
+        fields = {key: value for key, value in doc.source.items() if key != "att"}
+        att = {"leaf": canonical_json(fields).decode(), **doc.source["att"]}
+        del att["leaf_hash"]
+        format_1.append(Document(doc.index, doc.id, {**fields, "att": att}))
+    outbox = Outbox(tmp_path / "outbox.sqlite", "test.relay/outbox")
+    outbox.commit(
+        ChainHead(0, batch_hash, 300_000, (), "checkpoint"), [], log_leaf=bytes(32), sealed_at_ms=1
+    )
+    for ord_, doc in enumerate(format_1):
+        kept = {"att": doc.source["att"]} if "att" in doc.source else doc.source
+        outbox._db.execute(
+            "INSERT INTO pending VALUES (0, ?, ?, ?, ?, 1)",
+            (ord_, doc.index, doc.id, orjson.dumps(kept)),
+        )
+    oldest = outbox.oldest()
+    assert oldest is not None and oldest[1] == format_1
     outbox.close()

@@ -12,6 +12,7 @@ import nacl.signing
 import orjson
 import pytest
 
+from relay.attest.canonical import canonical_json
 from relay.attest.merkle import leaf_hash, verify_inclusion
 from relay.serve import OperatorRelay
 from relay.sinks.documents import Document
@@ -188,15 +189,17 @@ async def test_signature_verifies_from_the_verifier_key_string_alone(
     header = orjson.loads(msg.removeprefix(b"telemetry-batch/v1\n"))
     assert header["kid"] == kid == operator["kid"]
     assert operator["head"] == {"seq": 0, "batch_hash": batch["batch_hash"]}
-    # Each summary's signed leaf is in the signed root, and equals its searchable fields.
+    # Each summary's signed leaf is its searchable fields in RFC 8785 form (document format 2
+    # stores only its hash), and the proof leads from that hash to the signed root.
+    assert header["schema"] == 2
     root = base64.b64decode(header["root"])
     for summary in summaries(docs, 0):
         att = summary["att"]
-        leaf = att["leaf"].encode()
+        assert set(att) == {"leaf_hash", "n", "proof"}
+        leaf = canonical_json({k: v for k, v in summary.items() if k != "att"})
+        assert base64.b64decode(att["leaf_hash"]) == leaf_hash(leaf)
         proof = [base64.b64decode(p) for p in att["proof"]]
         assert verify_inclusion(leaf_hash(leaf), summary["i"], att["n"], proof, root)
-        searchable = {k: v for k, v in summary.items() if k != "att"}
-        assert orjson.loads(leaf) == searchable
     with pytest.raises(nacl.exceptions.BadSignatureError):
         verify_key.verify(msg.replace(b'"n":1', b'"n":2'), base64.b64decode(batch["sig"]))
 

@@ -460,9 +460,9 @@ def assert_summary_only(document: dict[str, Any]) -> None:
         assert set(source) <= SUMMARY_DOC_FIELDS, set(source) - SUMMARY_DOC_FIELDS
         assert SUMMARY_FIELDS - {"ops", "assets", "bytes"} <= set(source)
         assert set(source["node"]) == {"role", "id"}
-        leaf = orjson.loads(source["att"]["leaf"])
-        assert set(leaf) <= SUMMARY_FIELDS | {"origin", "seq", "i"}
-        trees = [source, leaf]
+        # Document format 2: the leaf is these fields; `att` holds only hashes and a count.
+        assert set(source["att"]) == {"leaf_hash", "n", "proof"}
+        trees = [source]
     else:
         header = orjson.loads(source["signed"].split("\n", 1)[1])
         trees = [source, header]

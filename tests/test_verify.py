@@ -20,6 +20,7 @@ import pytest
 
 from relay.attest.canonical import canonical_json
 from relay.attest.keys import OperatorKey
+from relay.attest.merkle import leaf_hash
 from relay.cli import main
 from relay.config import Settings
 from relay.ingest.problem import Problem
@@ -34,13 +35,18 @@ from relay.verify.elasticsearch import SORT, documents_from_hits, search_hits
 from tests.conftest import T0_MS, RunningRelay
 from tests.verify_support import (
     ORIGIN,
+    as_format_1,
     b64,
     codes,
+    fields_of,
     forge,
+    header_of,
     honest_export,
     is_batch,
+    leaf_of,
     operator_key,
     registry_of,
+    restate,
     verify,
     with_source,
     without,
@@ -79,7 +85,23 @@ async def export(start_relay: StartRelay) -> Export:
     return Export(running, documents, registry_of(running), operator_key(running))
 
 
-async def test_honest_export_verifies_clean(export: Export) -> None:
+@pytest.fixture(params=[2, 1], ids=["format2", "format1"])
+def any_export(request: pytest.FixtureRequest, export: Export) -> Export:
+    """The honest export as relay writes it (document format 2), and the same history as relays
+    before format 2 wrote it (`att.leaf`, `schema` 1): readers accept both (DESIGN §2)."""
+    if request.param == 2:
+        return export
+    documents = as_format_1(export.documents, export.key)
+    return Export(export.running, documents, export.registry, export.key)
+
+
+def format_of(export: Export) -> int:
+    return 1 if "leaf" in export.summary(0, 0).source["att"] else 2
+
+
+async def test_honest_export_verifies_clean(any_export: Export) -> None:
+    export = any_export
+    assert {header_of(export.batch(seq))["schema"] for seq in range(SEQS)} == {format_of(export)}
     report = verify(export.registry, export.documents)
     assert report.findings == []
     assert report.verified == {(ORIGIN, seq) for seq in range(SEQS)}
@@ -92,6 +114,8 @@ async def test_honest_export_verifies_clean(export: Export) -> None:
         last["checkpoint"],
     )
     assert head.last_window_end_ms == T0_MS + SEQS * 60_000
+    if format_of(export) == 1:
+        return  # re-signed by the test, so the relay serves another head
     # The head checkpoint is what the relay serves to auditors.
     async with export.running.http.get(export.running.url("/v1/operator")) as resp:
         operator = await resp.json()
@@ -127,9 +151,10 @@ def reserialise_signed_header(export: Export) -> list[Document]:
 
 
 def reserialise_signed_leaf(export: Export) -> list[Document]:
-    """A Merkle tree built over a leaf with white space: included, signed, not canonical."""
+    """A Merkle tree built over a leaf with white space: included, signed, not canonical. In
+    format 2 the fields are not that leaf (the verifier writes them canonically)."""
     summary = export.summary(2, 1)
-    leaf = json.dumps(json.loads(summary.source["att"]["leaf"]), indent=1)
+    leaf = json.dumps(json.loads(leaf_of(summary)), indent=1)
     tampered = with_source(summary, att={**summary.source["att"], "leaf": leaf})
     return forge(export.replace(summary, tampered), lambda seq: export.key)
 
@@ -139,13 +164,11 @@ def remove_summary(export: Export) -> list[Document]:
 
 
 def rewrite_signed_leaf(export: Export) -> list[Document]:
+    """A changed field with the leaf (format 2: its hash) restated to match it."""
     summary = export.summary(1, 1)
-    fields = {**summary.source, "requests": summary.source["requests"] + 5}
-    del fields["att"]
-    leaf = canonical_json(fields).decode()
-    return export.replace(
-        summary, with_source(summary, **fields, att={**summary.source["att"], "leaf": leaf})
-    )
+    fields = fields_of(summary)
+    fields["requests"] += 5
+    return export.replace(summary, restate(summary, fields))
 
 
 def equivocate_in_group(export: Export) -> list[Document]:
@@ -240,11 +263,9 @@ def sign_summary_content(
 ) -> list[Document]:
     """The registered key signs summary (seq, 0) with content relay would never publish."""
     summary = export.summary(seq, 0)
-    content = {key: value for key, value in summary.source.items() if key != "att"}
+    content = fields_of(summary)
     change(content)
-    att = {**summary.source["att"], "leaf": canonical_json(content).decode()}
-    changed = Document(summary.index, summary.id, {**content, "att": att})
-    return forge(export.replace(summary, changed), lambda seq: export.key)
+    return forge(export.replace(summary, restate(summary, content)), lambda seq: export.key)
 
 
 MARKUP = "<script>alert(1)</script>"
@@ -270,7 +291,7 @@ TAMPERING: list[tuple[Callable[[Export], list[Document]], set[str], set[int]]] =
     (delete_batch, {"seq_gap"}, {2, 3}),
     (flip_signature, {"bad_signature"}, {1, 2}),
     (reserialise_signed_header, {"non_canonical"}, {1, 2}),
-    (reserialise_signed_leaf, {"non_canonical"}, {2}),
+    (reserialise_signed_leaf, {"leaf_mismatch"}, {2}),
     (remove_summary, {"summary_count_mismatch"}, {3}),
     (unbalance_stats, {"summary_count_mismatch"}, {1}),
     (rewrite_signed_leaf, {"bad_inclusion_proof", "root_mismatch"}, {1}),
@@ -289,31 +310,42 @@ TAMPERING: list[tuple[Callable[[Export], list[Document]], set[str], set[int]]] =
 ]
 
 
+# Where document format 1 (a stored leaf) names a tampering otherwise: a format-2 leaf is written
+# by the verifier from the fields, canonically, so a non-canonical signed leaf is not theirs.
+FORMAT_1_CODES: dict[Callable[[Export], list[Document]], set[str]] = {
+    reserialise_signed_leaf: {"non_canonical"},
+}
+
+
 @pytest.mark.parametrize(
     ("tamper", "expected", "unverified"), TAMPERING, ids=[t[0].__name__ for t in TAMPERING]
 )
 async def test_tampering_is_named(
-    export: Export,
+    any_export: Export,
     tamper: Callable[[Export], list[Document]],
     expected: set[str],
     unverified: set[int],
 ) -> None:
+    export = any_export
+    if format_of(export) == 1:
+        expected = FORMAT_1_CODES.get(tamper, expected)
     report = verify(export.registry, tamper(export))
     assert codes(report) == expected, report.findings
     assert all(f.origin == ORIGIN and f.seq is not None for f in report.findings)
     assert report.verified == {(ORIGIN, seq) for seq in range(SEQS) if seq not in unverified}
 
 
-async def test_findings_name_the_document(export: Export) -> None:
+async def test_findings_name_the_document(any_export: Export) -> None:
+    export = any_export
     report = verify(export.registry, tamper_summary_count(export))
     (finding,) = report.findings
-    assert finding == Finding(
-        "leaf_mismatch",
-        ORIGIN,
-        1,
-        f"{ORIGIN}|s|1|0",
-        "searchable fields ['requests'] differ from the signed leaf",
-    )
+    # With the leaf stored (format 1) the differing fields can be named; with its hash, not.
+    message = {
+        1: "searchable fields ['requests'] differ from the signed leaf",
+        2: "searchable fields differ from the signed leaf: their RFC 8785 form does not hash to "
+        "att.leaf_hash, which the proof leads to the signed root",
+    }[format_of(export)]
+    assert finding == Finding("leaf_mismatch", ORIGIN, 1, f"{ORIGIN}|s|1|0", message)
     assert finding.to_dict()["doc_id"] == f"{ORIGIN}|s|1|0"
 
 
@@ -503,5 +535,55 @@ async def test_signed_content_outside_the_summary_schema_is_not_verified_data(
         shown = await lead.summary(ORIGIN, 1, 0, include_unverified=True)
         assert shown["verified"] is False
         assert [f["code"] for f in shown["findings"]] == ["invalid_leaf"]
+    finally:
+        await lead.source.close()
+
+
+FORMAT_1 = Path(__file__).resolve().parent / "data" / "format-1"
+
+
+async def test_documents_of_format_1_verify_and_the_lead_reads_them(tmp_path: Path) -> None:
+    """Documents as relay wrote them before document format 2 (three windows of `run_windows`,
+    written by commit 61fdbe6 and kept byte for byte): `schema` 1, `att.leaf`. Stores and
+    Elasticsearch indices hold such documents after an upgrade (DESIGN §2: readers accept both)."""
+    registry = Registry.load(FORMAT_1 / "registry.yaml")
+    lines = (FORMAT_1 / "export.ndjson").read_bytes().splitlines()
+    documents = [Document.from_line(line) for line in lines]
+    summaries = [d for d in documents if not is_batch(d)]
+    assert len(summaries) == 6
+    assert all(set(d.source["att"]) == {"leaf", "n", "proof"} for d in summaries)
+    assert {header_of(d)["schema"] for d in documents if is_batch(d)} == {1}
+
+    report = verify(registry, documents)
+    assert report.findings == []
+    assert report.verified == {(ORIGIN, seq) for seq in range(3)}
+    first = summaries[0]
+    tampered = [
+        with_source(d, requests=d.source["requests"] + 1) if d is first else d for d in documents
+    ]
+    assert [(f.code, f.doc_id, f.message) for f in verify(registry, tampered).findings] == [
+        ("leaf_mismatch", first.id, "searchable fields ['requests'] differ from the signed leaf")
+    ]
+
+    settings = Settings(data_dir=tmp_path / "lead", lead={"registry": FORMAT_1 / "registry.yaml"})
+    settings.data_dir.mkdir()
+    store = EmbeddedStore(settings.data_dir / "store.sqlite")
+    try:
+        assert store.write(documents) == []
+    finally:
+        store.close()
+    lead = await build_service(
+        settings, StoreSource(settings.data_dir / "store.sqlite"), lambda: T0_MS + 86_400_000
+    )
+    try:
+        assert lead.verification.current.report.verified == {(ORIGIN, seq) for seq in range(3)}
+        every_window = TimeRange(T0_MS - 86_400_000, T0_MS + 86_400_000)
+        nodes = await lead.nodes(every_window, role=None, region=None, include_unverified=False)
+        assert sum(node["requests"] for node in nodes["nodes"]) == sum(
+            d.source["requests"] for d in summaries
+        )
+        shown = await lead.summary(ORIGIN, 0, 0, include_unverified=False)
+        leaf = first.source["att"]["leaf"].encode()
+        assert shown["inclusion"]["leaf_hash"] == b64(leaf_hash(leaf))
     finally:
         await lead.source.close()

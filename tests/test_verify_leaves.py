@@ -154,3 +154,99 @@ def test_rebuilt_tree_accepts_exactly_the_audit_paths() -> None:
                 Code.BAD_INCLUSION_PROOF,
                 f"leaf {i} and its proof do not lead to the signed root (n = 5)",
             )
+
+
+# -- document format 2: `att.leaf_hash`, the leaf being the searchable fields ----------------------
+
+
+def problem_v2(
+    searchable: dict[str, Any], signed: bytes | None = None, stated: object = None
+) -> Code | None:
+    """Check a one-leaf batch in document format 2 whose root is the hash of ``signed`` (default:
+    the RFC 8785 form of ``searchable``); the document states that hash unless ``stated`` is
+    given. Both ways of checking inclusion must agree."""
+    signed = rfc8785.dumps(searchable) if signed is None else signed
+    root = leaf_hash(signed)
+    claimed = base64.b64encode(root).decode() if stated is None else stated
+    source = {**searchable, "att": {"leaf_hash": claimed, "n": 1, "proof": []}}
+    summary = read_summary(source)
+    found = {check_summary(source, summary, 1, root, tree) for tree in (None, BatchTree([root]))}
+    assert len(found) == 1, found
+    (result,) = found
+    return None if result is None else result[0]
+
+
+def test_format_2_summary_relay_could_publish_passes() -> None:
+    assert problem_v2(SUMMARY) is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [1e16, 0.5, 2**53 - 1, -(2**53 - 1), "é", "\u2028", "\U0001f600", None, [1.5, {"b": 1e-7}]],
+)
+def test_format_2_leaf_is_the_rfc8785_form_whatever_path_it_takes(value: object) -> None:
+    # Past inclusion and equality: only the summary schema is left, which has no x.
+    assert problem_v2({**BASE, "x": value}) is Code.INVALID_LEAF
+
+
+@pytest.mark.parametrize(
+    ("signed", "stored"),
+    [
+        (12, 13),
+        (True, 1),
+        (1, "1"),
+        ({"a": 1}, {"a": 1, "b": 0}),
+        ([1, 2], [2, 1]),
+        # No RFC 8785 form at all: they cannot be the signed leaf.
+        (None, float("nan")),
+        (1, 2**53 + 1),
+    ],
+)
+def test_format_2_changed_fields_are_leaf_mismatch(signed: Any, stored: Any) -> None:
+    """The proof authenticates the stated leaf hash; fields that do not hash to it differ from
+    the signed leaf, exactly as a stored leaf would show (format 1: `leaf_mismatch` too)."""
+    leaf = rfc8785.dumps({**BASE, "x": signed})
+    assert problem_v2({**BASE, "x": stored}, signed=leaf) is Code.LEAF_MISMATCH
+    assert problem(leaf, {**BASE, "x": stored}) is Code.LEAF_MISMATCH
+
+
+def test_format_2_signed_leaf_must_be_the_canonical_form() -> None:
+    # A signer that wrote the fields with white space signed another leaf than these fields.
+    searchable = {**BASE, "x": 1}
+    assert problem_v2(searchable, signed=b'{"i":0, "origin":"o","seq":0,"x":1}') is (
+        Code.LEAF_MISMATCH
+    )
+
+
+def test_format_2_restated_leaf_hash_is_bad_inclusion_proof() -> None:
+    """Fields changed and the leaf hash restated to match them: the proof no longer leads to
+    the signed root (format 1: the leaf restated, the same code)."""
+    changed = {**SUMMARY, "requests": 13}
+    restated = base64.b64encode(leaf_hash(rfc8785.dumps(changed))).decode()
+    signed = rfc8785.dumps(SUMMARY)
+    assert problem_v2(changed, signed=signed, stated=restated) is Code.BAD_INCLUSION_PROOF
+    source = {**changed, "att": {"leaf": rfc8785.dumps(changed).decode(), "n": 1, "proof": []}}
+    found = check_summary(source, read_summary(source), 1, leaf_hash(signed), None)
+    assert found is not None and found[0] is Code.BAD_INCLUSION_PROOF
+
+
+@pytest.mark.parametrize(
+    "stated",
+    [
+        "not base64",
+        base64.b64encode(bytes(31)).decode(),
+        # The unused bits of the last digit set: the same bytes to a lenient decoder.
+        base64.b64encode(bytes(32)).decode()[:-2] + "B=",
+        7,
+    ],
+)
+def test_format_2_malformed_leaf_hash_is_bad_inclusion_proof(stated: object) -> None:
+    assert problem_v2(SUMMARY, stated=stated) is Code.BAD_INCLUSION_PROOF
+
+
+def test_summary_without_leaf_or_leaf_hash_is_bad_inclusion_proof() -> None:
+    source = {**SUMMARY, "att": {"n": 1, "proof": []}}
+    assert check_summary(source, read_summary(source), 1, leaf_hash(b"x"), None) == (
+        Code.BAD_INCLUSION_PROOF,
+        "summary document has no att.leaf or att.leaf_hash string",
+    )

@@ -119,7 +119,9 @@ def forge(
     """Re-sign the whole chain: roots, proofs, prev links and checkpoints made consistent.
 
     ``key_for(seq)`` signs batch seq and its checkpoint; ``edit(seq, header)`` changes a header
-    before it is signed; ``encode(seq, header)`` replaces RFC 8785 for the signed bytes.
+    before it is signed; ``encode(seq, header)`` replaces RFC 8785 for the signed bytes. The
+    leaves signed are what the summaries attest (`leaf_of`), or `att.leaf` when a format-2
+    summary carries one beside its `leaf_hash`.
     """
     forged: list[Document] = []
     prev = ZERO_HASH
@@ -128,7 +130,7 @@ def forge(
     for seq, group in groups:
         batch, *summaries = list(group)
         key = key_for(seq)
-        leaves = [s.source["att"]["leaf"].encode() for s in summaries]
+        leaves = [leaf_of(s) for s in summaries]
         header = header_of(batch)
         header.update(
             kid=key.kid, n=len(leaves), root=b64(root(leaves)), prev=b64(prev), origin=key.origin
@@ -147,7 +149,53 @@ def forge(
         }
         forged.append(Document(batch.index, batch.id, source))
         proofs = inclusion_proofs([leaf_hash(leaf) for leaf in leaves])
-        for summary, proof in zip(summaries, proofs, strict=True):
+        for summary, leaf, proof in zip(summaries, leaves, proofs, strict=True):
             att = {**summary.source["att"], "n": len(leaves), "proof": [b64(p) for p in proof]}
+            if "leaf_hash" in att:
+                # Format 2: a `leaf` put beside the hash asks for those exact bytes to be signed.
+                att.pop("leaf", None)
+                att["leaf_hash"] = b64(leaf_hash(leaf))
             forged.append(with_source(summary, att=att))
     return forged
+
+
+def fields_of(summary: Document) -> dict[str, Any]:
+    """The searchable fields of a summary document: the content of its leaf."""
+    return {key: value for key, value in summary.source.items() if key != "att"}
+
+
+def leaf_of(summary: Document) -> bytes:
+    """The leaf a summary document attests: stored (format 1), else its fields (format 2)."""
+    att = summary.source["att"]
+    return att["leaf"].encode() if "leaf" in att else canonical_json(fields_of(summary))
+
+
+def restate(summary: Document, fields: dict[str, Any], leaf: bytes | None = None) -> Document:
+    """``summary`` with new fields and an `att` that attests ``leaf`` (default: the fields) in
+    the document's own format; the proof is left as it is."""
+    leaf = canonical_json(fields) if leaf is None else leaf
+    att = dict(summary.source["att"])
+    if "leaf" in att:
+        att["leaf"] = leaf.decode()
+    else:
+        att["leaf_hash"] = b64(leaf_hash(leaf))
+    return Document(summary.index, summary.id, {**copy.deepcopy(fields), "att": att})
+
+
+def as_format_1(documents: list[Document], key: OperatorKey) -> list[Document]:
+    """The same history in document format 1, as relays before format 2 wrote it: `schema` 1
+    in the signed header, each summary's leaf stored in `att.leaf` (re-signed with ``key``)."""
+    converted = []
+    for document in documents:
+        att = document.source.get("att")
+        if att is not None:
+            leaf = leaf_of(document).decode()
+            document = with_source(
+                document, att={"leaf": leaf, "n": att["n"], "proof": att["proof"]}
+            )
+        converted.append(document)
+
+    def edit(seq: int, header: dict[str, Any]) -> None:
+        header["schema"] = 1
+
+    return forge(converted, lambda seq: key, edit=edit)

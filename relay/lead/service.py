@@ -6,11 +6,9 @@ added, and every figure says how much of it came from them.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from relay.attest.merkle import leaf_hash
 from relay.config import LeadThresholds
 from relay.ingest.problem import Problem
 from relay.lead.health import OriginPrivacy, figures
@@ -18,7 +16,7 @@ from relay.lead.source import Buckets, CellQuery, GroupKey, Source
 from relay.lead.tally import BatchSelection, Tally
 from relay.lead.timerange import MAX_POINTS, TimeRange
 from relay.lead.verification import Verification, VerificationCache
-from relay.sinks.documents import Document
+from relay.sinks.documents import Document, attested_leaf_hash
 from relay.verify import Finding
 
 __all__ = ["LeadService"]
@@ -323,7 +321,6 @@ class LeadService:
         batch = await self.source.batch(origin, seq)
         att = doc.source.get("att")
         att = att if isinstance(att, dict) else {}
-        leaf = att.get("leaf")
         return {
             "verified": verified,
             "findings": _findings(v.findings_by_batch.get((origin, seq), [])),
@@ -331,9 +328,7 @@ class LeadService:
             "inclusion": {
                 "leaf_index": i,
                 "tree_size": att.get("n"),
-                "leaf_hash": base64.b64encode(leaf_hash(leaf.encode())).decode()
-                if isinstance(leaf, str)
-                else None,
+                "leaf_hash": attested_leaf_hash(att),
                 "proof": att.get("proof"),
                 "root": None if batch is None else batch.source.get("root"),
                 "batch_hash": None if batch is None else batch.source.get("batch_hash"),

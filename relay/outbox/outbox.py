@@ -16,7 +16,7 @@ from pathlib import Path
 
 import orjson
 
-from relay.sinks.documents import Document, pack_source, unpack_source
+from relay.sinks.documents import Document, unpack_source
 
 __all__ = ["ChainHead", "Outbox"]
 
@@ -122,7 +122,7 @@ class Outbox:
         """
         frontier = orjson.dumps([base64.b64encode(h).decode() for h in head.log_frontier])
         rows = [
-            (head.seq, ord_, doc.index, doc.id, pack_source(doc.source), sealed_at_ms)
+            (head.seq, ord_, doc.index, doc.id, orjson.dumps(doc.source), sealed_at_ms)
             for ord_, doc in enumerate(documents)
         ]
         with self._transaction():

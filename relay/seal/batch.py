@@ -17,10 +17,9 @@ from relay.attest.batch import ZERO_HASH, SignedBatch, sign_batch
 from relay.attest.checkpoint import sign_checkpoint
 from relay.attest.keys import OperatorKey
 from relay.attest.merkle import CompactRange, leaf_hash
-from relay.ingest.models import SCHEMA_VERSION
 from relay.outbox.outbox import ChainHead
 from relay.seal.release import ReleasePolicy
-from relay.sinks.documents import Document, batch_documents
+from relay.sinks.documents import DOCUMENT_SCHEMA, Document, batch_documents
 
 __all__ = ["SealedBatch", "Span", "plan_spans", "seal_span"]
 
@@ -107,7 +106,7 @@ def seal_span(
         window_end_ms=span.end_ms,
         signed_at_ms=signed_at_ms,
         summaries=release.summaries,
-        schema=SCHEMA_VERSION,
+        schema=DOCUMENT_SCHEMA,
         privacy=policy.header(),
         stats=release.signed_stats,
         extra=extra,

@@ -22,15 +22,23 @@ from relay.attest.batch import SignedBatch
 from relay.attest.merkle import inclusion_proofs, leaf_hash
 
 __all__ = [
+    "DOCUMENT_SCHEMA",
     "Document",
+    "attested_leaf_hash",
     "batch_documents",
     "index_name",
     "origin_slug",
     "own_index_patterns",
-    "pack_source",
     "same_source",
     "unpack_source",
 ]
+
+#: The document format, signed as the batch header's `schema` (DESIGN §2). In format 2 a
+#: summary's `att` carries `leaf_hash`, the RFC 9162 hash of its leaf, instead of the leaf
+#: itself: the leaf is `JCS({origin, seq, i, ...summary fields})`, and those are the document's
+#: searchable fields, so storing it too doubled the bytes of every summary. Format 1 (`att.leaf`,
+#: the only one before) is still read everywhere: by `relay verify`, `relay lead` and the outbox.
+DOCUMENT_SCHEMA = 2
 
 #: Elasticsearch refuses index names longer than this many bytes.
 MAX_INDEX_NAME = 255
@@ -104,19 +112,20 @@ def batch_documents(
             index_name(index_prefix, "batches", origin, start), f"{origin}|b|{seq}", batch_source
         )
     ]
-    proofs = inclusion_proofs([leaf_hash(leaf) for leaf in signed.leaves])
+    hashes = [leaf_hash(leaf) for leaf in signed.leaves]
+    proofs = inclusion_proofs(hashes)
     # A tree of n leaves has 2n nodes but its proofs name ~n·log2(n) of them: encode each once.
     encoded: dict[bytes, str] = {}
     n = len(summaries)
     summary_index = index_name(index_prefix, "summaries", origin, start)
-    for i, (summary, leaf, proof) in enumerate(zip(summaries, signed.leaves, proofs, strict=True)):
+    for i, (summary, hashed, proof) in enumerate(zip(summaries, hashes, proofs, strict=True)):
         source = {
             **summary,
             "origin": origin,
             "seq": seq,
             "i": i,
             "att": {
-                "leaf": leaf.decode("utf-8"),
+                "leaf_hash": _b64(hashed),
                 "n": n,
                 "proof": [encoded.get(p) or encoded.setdefault(p, _b64(p)) for p in proof],
             },
@@ -125,26 +134,31 @@ def batch_documents(
     return documents
 
 
-def pack_source(source: Mapping[str, Any]) -> bytes:
-    """The bytes the outbox keeps for a document's `_source`.
-
-    A summary document repeats its fields: they are also in `att.leaf`, the canonical JSON of
-    {origin, seq, i, fields}. Only `att` is kept for one: ~1.2 kB instead of ~1.7 kB for a summary
-    with a few histogram buckets, so sealing 10 000 cells writes and fsyncs ~5 MB less.
-    """
-    att = source.get("att")
-    if isinstance(att, dict) and isinstance(att.get("leaf"), str):
-        return orjson.dumps({"att": att})
-    return orjson.dumps(source)
-
-
 def unpack_source(data: bytes) -> dict[str, Any]:
-    """The `_source` that `pack_source` kept: a summary's fields come back from its leaf."""
+    """A document's `_source` from the bytes the outbox keeps.
+
+    The outbox keeps `orjson.dumps(source)`. Relays before document format 2 kept a summary
+    as its `att` alone, whose `leaf` holds the fields: such a row, still waiting after an
+    upgrade, ships as the format-1 document it was.
+    """
     source: dict[str, Any] = orjson.loads(data)
     if source.keys() == {"att"}:
         att = source["att"]
         return {**orjson.loads(att["leaf"]), "att": att}
     return source
+
+
+def attested_leaf_hash(att: Mapping[str, Any]) -> str | None:
+    """The leaf hash (base64) a summary's `att` states, in either format; None if it states
+    none. What the inclusion proof leads up from; only `relay verify` says whether the fields
+    hash to it."""
+    leaf, stated = att.get("leaf"), att.get("leaf_hash")
+    if isinstance(leaf, str):
+        try:
+            return _b64(leaf_hash(leaf.encode("utf-8")))
+        except UnicodeEncodeError:
+            return None
+    return stated if isinstance(stated, str) else None
 
 
 def same_source(ours: Mapping[str, Any], stored: Mapping[str, Any]) -> bool:

@@ -1,25 +1,31 @@
 """Checking summary documents against their signed batch (DESIGN §5.2, §5.6).
 
-A summary document carries the signed leaf (`att.leaf`) and its RFC 9162 inclusion proof
-(`att.proof`, leaf to root). The leaf is trusted only once the proof leads to the root of a
-verified batch header; then the searchable fields must equal the leaf exactly, and the leaf's
-content must be a summary relay could have published: the summary schema
-(relay.schemagen.LeafContent, `schemas/summary-document.schema.json`), node ids of
-`[A-Za-z0-9:._-]`, counts in [0, 2^53 − 1], known outcome and signal names. A registered key
-signing a node id such as `<script>…` or a negative count is `invalid_leaf`, not verified data.
+A summary document carries its RFC 9162 inclusion proof (`att.proof`, leaf to root) and either
+the signed leaf itself (`att.leaf`, document format 1) or its leaf hash (`att.leaf_hash`,
+format 2, the leaf being `JCS({"origin", "seq", "i", ...summary fields})` of the searchable
+fields). The leaf, or the leaf hash, is trusted only once the proof leads from it to the root of a
+verified batch header. Then the searchable fields must be the leaf exactly: equal to the stored
+leaf, or, in format 2, written as RFC 8785 they must hash to the proven leaf hash. Either way a
+changed searchable field is `leaf_mismatch` (the proof still authenticates what was signed) and a
+changed leaf or leaf hash is `bad_inclusion_proof`. Last, the leaf's content must be a summary relay
+could have published: the summary schema (relay.schemagen.LeafContent,
+`schemas/summary-document.schema.json`), node ids of `[A-Za-z0-9:._-]`, counts in
+[0, 2^53 − 1], known outcome and signal names. A registered key signing a node id such as
+`<script>…` or a negative count is `invalid_leaf`, not verified data.
 
 Two costs are avoided in the common case. When a batch's summaries are all present, the tree is
-rebuilt from their leaves once (BatchTree); if its root is the signed one, each proof only has to
-equal the leaf's audit path. Otherwise each proof is hashed up to the root on its own.
+rebuilt from their leaf hashes once (BatchTree); if its root is the signed one, each proof only
+has to equal the leaf's audit path. Otherwise each proof is hashed up to the root on its own.
 
-The leaf must also be RFC 8785 canonical. `rfc8785` takes ~0.3 ms for a summary with histograms,
-which alone would cap verification near 3 000 summaries/s, so the common case is decided by a
-shortcut that is exact: if ``orjson`` (sorted keys, compact) writes the searchable fields as
-exactly the leaf bytes, and those bytes hold no float, no integer of 16+ digits, no ``null`` and
-no non-ASCII byte, then the leaf is canonical and equal to the fields. For such values orjson and
-RFC 8785 write the same bytes: integers below 2^53 in plain decimal, ASCII keys sorted by code
-unit, the same string escapes (checked for every ASCII character in the tests). Anything else
-takes the full `rfc8785` route.
+A stored leaf must also be RFC 8785 canonical (format 2 has no stored leaf: the verifier writes
+it, canonically). `rfc8785` takes ~0.3 ms for a summary with histograms, which alone would cap
+verification near 3 000 summaries/s, so the common case is decided by a shortcut that is exact:
+if ``orjson`` (sorted keys, compact) writes the searchable fields as bytes that hold no float, no
+integer of 16+ digits, no ``null`` and no non-ASCII byte, then those bytes are their RFC 8785
+form (and, in format 1, the leaf is canonical and equal to the fields if it is those bytes). For
+such values orjson and RFC 8785 write the same bytes: integers below 2^53 in plain decimal, ASCII
+keys sorted by code unit, the same string escapes (checked for every ASCII character in the
+tests). Anything else takes the full `rfc8785` route.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from typing import Any, TypeGuard
 import orjson
 from pydantic import ValidationError
 
-from relay.attest.canonical import is_canonical, strict_loads
+from relay.attest.canonical import canonical_json, is_canonical, strict_loads
+from relay.attest.errors import NonCanonicalError
 from relay.attest.merkle import (
     HASH_SIZE,
     inclusion_proofs,
@@ -58,28 +65,38 @@ Problem = tuple[Code, str]
 
 @dataclass(frozen=True, slots=True)
 class SummaryLeaf:
-    """What a summary document claims (position, signed leaf, proof), or why it cannot say."""
+    """What a summary document claims (position, leaf hash, proof), or why it cannot say."""
 
     i: int | None
-    data: bytes | None
-    hash: bytes | None
+    data: bytes | None  # the stored leaf (format 1); None in format 2, whose fields are the leaf
+    hash: bytes | None  # of `data`, or the stored `att.leaf_hash`
     proof: object  # att.proof as stored
     problem: Problem | None
 
 
 def read_summary(source: Mapping[str, Any]) -> SummaryLeaf:
-    """The position, leaf and proof of a summary document's `_source`."""
+    """The position, leaf (hash) and proof of a summary document's `_source`, in either format."""
     i = source.get("i")
     if not _is_int(i) or i < 0:
         return SummaryLeaf(None, None, None, None, _unreadable("has no valid position i"))
     att = source.get("att")
-    if not isinstance(att, dict) or not isinstance(att.get("leaf"), str):
-        return SummaryLeaf(i, None, None, None, _unreadable("has no att.leaf string"))
-    try:
-        data = att["leaf"].encode("utf-8")
-    except UnicodeEncodeError:
-        return SummaryLeaf(i, None, None, None, (Code.NON_CANONICAL, "att.leaf is not Unicode"))
-    return SummaryLeaf(i, data, leaf_hash(data), att.get("proof"), None)
+    if not isinstance(att, dict):
+        return SummaryLeaf(i, None, None, None, _unreadable("has no att object"))
+    leaf, stated = att.get("leaf"), att.get("leaf_hash")
+    if isinstance(leaf, str):
+        try:
+            data = leaf.encode("utf-8")
+        except UnicodeEncodeError:
+            return SummaryLeaf(i, None, None, None, (Code.NON_CANONICAL, "att.leaf is not Unicode"))
+        return SummaryLeaf(i, data, leaf_hash(data), att.get("proof"), None)
+    if isinstance(stated, str):
+        digest = _decode_hash(stated)
+        if digest is None:
+            return SummaryLeaf(
+                i, None, None, None, _unreadable("has an att.leaf_hash that is not a base64 hash")
+            )
+        return SummaryLeaf(i, None, digest, att.get("proof"), None)
+    return SummaryLeaf(i, None, None, None, _unreadable("has no att.leaf or att.leaf_hash string"))
 
 
 class BatchTree:
@@ -110,13 +127,14 @@ def check_summary(
 ) -> Problem | None:
     """The first problem of a summary document against a verified header's ``n`` and ``root``.
 
-    In order: position and `att` readable, inclusion (by ``tree`` if it was rebuilt to ``root``,
-    else by the RFC 9162 §2.1.3.2 algorithm), RFC 8785 form of the leaf, searchable fields equal
-    to the leaf, `att.n` equal to the header's, the leaf's content valid under the schema.
+    In order: position and `att` readable, inclusion of the leaf hash (by ``tree`` if it was
+    rebuilt to ``root``, else by the RFC 9162 §2.1.3.2 algorithm), RFC 8785 form of a stored leaf,
+    searchable fields equal to the leaf (format 2: hashing to the proven leaf hash), `att.n`
+    equal to the header's, the leaf's content valid under the schema.
     """
     if leaf.problem is not None:
         return leaf.problem
-    assert leaf.i is not None and leaf.data is not None and leaf.hash is not None
+    assert leaf.i is not None and leaf.hash is not None
     if tree is not None:
         included = tree.proves(leaf)
     else:
@@ -127,7 +145,10 @@ def check_summary(
             Code.BAD_INCLUSION_PROOF,
             f"leaf {leaf.i} and its proof do not lead to the signed root (n = {n})",
         )
-    problem = _compare(source, leaf.data)
+    if leaf.data is not None:
+        problem = _compare(source, leaf.data)
+    else:
+        problem = _compare_hash(source, leaf.hash)
     att_n = source["att"].get("n")
     if problem is None and (not _is_int(att_n) or att_n != n):
         problem = (Code.LEAF_MISMATCH, f"att.n is {att_n!r}, the signed batch has n = {n}")
@@ -178,6 +199,31 @@ def _compare(source: Mapping[str, Any], leaf: bytes) -> Problem | None:
     return None
 
 
+def _compare_hash(source: Mapping[str, Any], signed_hash: bytes) -> Problem | None:
+    """Format 2: the searchable fields, written as RFC 8785, are the leaf whose hash the proof
+    led to the signed root. Which field differs cannot be told without the leaf."""
+    searchable = {key: value for key, value in source.items() if key != "att"}
+    try:
+        leaf: bytes | None = orjson.dumps(searchable, option=orjson.OPT_SORT_KEYS)
+    except (orjson.JSONEncodeError, TypeError):
+        leaf = None
+    if leaf is None or not _orjson_writes_rfc8785(leaf):
+        try:
+            leaf = canonical_json(searchable)
+        except NonCanonicalError:
+            return (
+                Code.LEAF_MISMATCH,
+                "searchable fields have no RFC 8785 form, so they are not the signed leaf",
+            )
+    if leaf_hash(leaf) != signed_hash:
+        return (
+            Code.LEAF_MISMATCH,
+            "searchable fields differ from the signed leaf: their RFC 8785 form does not hash "
+            "to att.leaf_hash, which the proof leads to the signed root",
+        )
+    return None
+
+
 def _orjson_writes_rfc8785(data: bytes) -> bool:
     """True if ``data`` has no float, integer of 16+ digits, null or non-ASCII byte."""
     if not data.isascii() or b"null" in data:
@@ -208,17 +254,24 @@ def _decode_proof(proof: object) -> list[bytes] | None:
         return None
     hashes = []
     for item in proof:
-        if not isinstance(item, str):
-            return None
-        try:
-            digest = binascii.a2b_base64(item, strict_mode=True)
-        except (binascii.Error, ValueError):
-            return None
-        # Standard base64 has one spelling per hash (as BatchTree.proves requires too).
-        if len(digest) != HASH_SIZE or _b64(digest) != item:
+        digest = _decode_hash(item)
+        if digest is None:
             return None
         hashes.append(digest)
     return hashes
+
+
+def _decode_hash(text: object) -> bytes | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        digest = binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError):
+        return None
+    # Standard base64 has one spelling per hash (as BatchTree.proves requires too).
+    if len(digest) != HASH_SIZE or _b64(digest) != text:
+        return None
+    return digest
 
 
 def _b64(data: bytes) -> str:
