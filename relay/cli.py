@@ -134,16 +134,21 @@ def _cmd_bench_lead(args: argparse.Namespace) -> int:
 
     from relay.bench.lead import run_lead_bench
 
-    with tempfile.TemporaryDirectory(prefix="relay-bench-lead-", dir=args.dir) as tmp:
-        report = run_lead_bench(
-            args.out, Path(tmp), days=args.days, nodes=args.nodes, operators=args.operators
-        )
+    shape = {"days": args.days, "nodes": args.nodes, "operators": args.operators}
+    if args.dir is not None:  # kept, and measured again by the next run with this --dir
+        args.dir.mkdir(parents=True, exist_ok=True)
+        report = run_lead_bench(args.out, args.dir, **shape)
+    else:
+        with tempfile.TemporaryDirectory(prefix="relay-bench-lead-") as tmp:
+            report = run_lead_bench(args.out, Path(tmp), **shape)
     setup, lead = report["setup"], report["lead"]
     print(
-        f"{setup['store_summaries']} summaries ({args.days:g} days) built in {setup['build_s']} s; "
+        f"{setup['store_summaries']} summaries ({setup['days']:g} days, "
+        + ("kept" if setup["build_s"] is None else f"built in {setup['build_s']} s")
+        + "); "
         f"start-up {lead['first_start_s']} s (verify {lead['first_start_verify_s']} s, roll-up "
         f"{lead['rollup_summaries_per_s']} summaries/s), restart {lead['restart_s']} s; "
-        f"/v1/nodes 24 h {lead['nodes_24h_s']} s, {args.days:g} days "
+        f"/v1/nodes 24 h {lead['nodes_24h_s']} s, {setup['days']:g} days "
         f"{lead['nodes_all_days_s']} s; series {lead['series_all_days_step_1h_s']} s; "
         f"report: {args.out}"
     )
@@ -229,7 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--nodes", type=int, default=100, help="--lead: nodes")
     bench.add_argument("--operators", type=int, default=3, help="--lead: operators")
     bench.add_argument(
-        "--dir", type=Path, default=None, help="--lead: where to build the store (default: TMPDIR)"
+        "--dir",
+        type=Path,
+        default=None,
+        help="--lead: build the store there and keep it; a store kept there is measured again "
+        "(default: a temporary directory)",
     )
     bench.set_defaults(run=_cmd_bench)
     return parser
