@@ -2,7 +2,8 @@
 
 Both sources answer the same questions with the same numbers; the aggregation itself (sums,
 histogram merges, grouping by node, region and time) runs inside the store, as SQL over the
-embedded store's JSON or as Elasticsearch aggregations.
+embedded store's JSON or as Elasticsearch aggregations; over the embedded store, the verified
+batches' tallies come from the lead's own rollups of them (relay/lead/rollup.py).
 """
 
 from __future__ import annotations

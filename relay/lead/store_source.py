@@ -6,6 +6,10 @@ Summaries are found through their batch documents (one per window per origin, an
 
 Every grouping query returns rows (role, node, region, bucket, metric, key, value) in a "long"
 form, one row per metric and key, which `_tallies_from_rows` folds into tallies.
+
+With a rollup file (relay/lead/rollup.py, what `relay lead` uses) the tallies of the verified
+batches are read from it instead; `track` sums newly verified batches into it from one row per
+summary (`_SUMMARY_ROWS`, the same extraction and filters as the grouping query).
 """
 
 from __future__ import annotations

@@ -6,6 +6,12 @@ token (the embedded store's data version, or Elasticsearch's document count and 
 every `lead.verify_interval_seconds`, and verifies in full at least once an hour in any case (an
 Elasticsearch document edited in place changes neither). While a run is under way the previous
 result stays in force, so answers never wait for it.
+
+Each result is kept in a checkpoint file beside the lead's rollups (embedded store only). A
+restart on a source whose `state` and registry are those of the checkpoint takes the kept result
+instead of verifying again; the hourly full run still checks everything (a document edited in
+place leaves the state as it was). A source that changed while the lead was down is verified in
+full before the lead answers.
 """
 
 from __future__ import annotations
