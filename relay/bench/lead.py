@@ -226,6 +226,7 @@ def run_lead_bench(
     rollups and verification checkpoint are removed, so the first start is measured anew.
     """
     tune_gc()
+    load = os.getloadavg()
     made = root / "made.json"
     built: float | None = None
     if made.exists():
@@ -255,7 +256,7 @@ def run_lead_bench(
             "python": platform.python_version(),
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
-            "load_average_at_start": os.getloadavg(),
+            "load_average_at_start": load,
         },
         "setup": {
             "days": days,
