@@ -18,6 +18,7 @@ import orjson
 import pytest
 
 from relay.bench.lead import build_lead_store
+from relay.cli import main
 from relay.config import Settings
 from relay.lead.rollup import DAY_MS, HOUR_MS, spans
 from relay.lead.server import build_service, open_source
@@ -210,3 +211,18 @@ async def test_a_restart_keeps_the_rollups_and_new_batches_are_added(settings: S
     assert await _whole_answer(lead) == await _whole_answer(raw_lead)
     await raw_lead.source.close()
     await lead.source.close()
+
+
+def test_bench_lead_reports_the_targets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "report.json"
+    argv = ["bench", "--lead", "--days", "0.05", "--nodes", "5", "--operators", "2"]
+    assert main([*argv, "--out", str(out), "--dir", str(tmp_path / "bench")]) == 0
+    report = orjson.loads(out.read_bytes())
+    assert report["setup"]["store_summaries"] == report["lead"]["summaries"] > 0
+    assert report["lead"]["findings"] == 0
+    assert report["lead"]["restart_verify_s"] == 0.0  # the checkpoint was taken
+    assert len(report["targets"]) == 3
+    assert "/v1/nodes 24 h" in capsys.readouterr().out
+    # The kept store is measured again, not built again.
+    assert main([*argv, "--out", str(out), "--dir", str(tmp_path / "bench")]) == 0
+    assert orjson.loads(out.read_bytes())["setup"]["build_s"] is None
