@@ -28,9 +28,8 @@ from relay.lead.api import create_lead_app
 from relay.lead.es_source import ElasticsearchSource
 from relay.lead.exposition import render
 from relay.lead.notify import Notifier
-from relay.lead.server import build_service
+from relay.lead.server import build_service, open_source
 from relay.lead.service import LeadService
-from relay.lead.store_source import StoreSource
 from relay.lead.verification import VerificationCache
 from relay.lead.watch import NodeWatch
 from relay.serve import OperatorRelay
@@ -119,8 +118,7 @@ class Story:
         return lead_settings(self.root, **lead)
 
     async def lead(self, settings: Settings) -> LeadService:
-        source = StoreSource(settings.data_dir / "store.sqlite")
-        return await build_service(settings, source, self.clock)
+        return await build_service(settings, open_source(settings), self.clock)
 
 
 @pytest.fixture

@@ -35,9 +35,8 @@ from relay.aggregate import histogram
 from relay.config import Settings
 from relay.ingest.http import create_app, runner_options
 from relay.lead.api import create_lead_app
-from relay.lead.server import build_service
+from relay.lead.server import build_service, open_source
 from relay.lead.service import LeadService
-from relay.lead.store_source import StoreSource
 from relay.serve import OperatorRelay
 from relay.sinks.store import EmbeddedStore
 from tests.conftest import T0_MS, FakeClock
@@ -296,9 +295,7 @@ def lead_settings(root: Path, **lead: Any) -> Settings:
 
 
 async def lead_service(settings: Settings) -> LeadService:
-    return await build_service(
-        settings, StoreSource(settings.data_dir / "store.sqlite"), lambda: NOW_MS
-    )
+    return await build_service(settings, open_source(settings), lambda: NOW_MS)
 
 
 # -- what the lead should answer, from EVENTS alone ------------------------------------------------

@@ -119,6 +119,14 @@ class ElasticsearchSource:
         return dict(response.body)
 
     async def change_token(self) -> Hashable:
+        return await self._totals()
+
+    async def state(self) -> str:
+        total, newest = await self._totals()
+        return f"elasticsearch:{total}:{newest}"
+
+    async def _totals(self) -> tuple[int, Any]:
+        """Documents stored and the newest batch's signing time."""
         found = await self._search(
             self._all,
             size=0,
@@ -159,6 +167,9 @@ class ElasticsearchSource:
         async for hits in self._hits():
             await asyncio.to_thread(feed, hits)
         return await asyncio.to_thread(verifier.finish)
+
+    async def track(self, verified: set[tuple[str, int]]) -> None:
+        """Nothing to keep: Elasticsearch aggregates server-side, over the selection asked."""
 
     async def tallies(
         self, query: CellQuery, selection: BatchSelection, buckets: Buckets

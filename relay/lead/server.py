@@ -17,8 +17,8 @@ from relay.lead.es_source import ElasticsearchSource
 from relay.lead.notify import Notifier
 from relay.lead.service import LeadService
 from relay.lead.source import Source
-from relay.lead.store_source import StoreSource
-from relay.lead.verification import VerificationCache
+from relay.lead.store_source import ROLLUP_FILE, StoreSource
+from relay.lead.verification import CHECKPOINT_FILE, VerificationCache
 from relay.lead.watch import NodeWatch
 from relay.serve import wall_clock_ms
 
@@ -30,7 +30,10 @@ log = logging.getLogger("relay.lead")
 def open_source(settings: Settings) -> Source:
     source = settings.lead.source
     if source.type == "store":
-        return StoreSource(settings.data_dir / "store.sqlite")
+        # The lead's rollups sit beside the store they sum (the store stays read-only to it).
+        return StoreSource(
+            settings.data_dir / "store.sqlite", rollups=settings.data_dir / ROLLUP_FILE
+        )
     assert source.url is not None  # LeadSourceConfig requires it for elasticsearch
     return ElasticsearchSource(
         source.url,
@@ -44,11 +47,14 @@ async def build_service(
     settings: Settings, source: Source, clock: Callable[[], int] = wall_clock_ms
 ) -> LeadService:
     """The service over ``source``, with its first verification done."""
+    # With the embedded store, the last result is kept beside the rollups (a restart takes it).
+    kept = settings.data_dir / CHECKPOINT_FILE if isinstance(source, StoreSource) else None
     cache = VerificationCache(
         source,
         settings.registry_path,
         clock=clock,
         interval_seconds=settings.lead.verify_interval_seconds,
+        checkpoint=kept,
     )
     await cache.refresh()
     return LeadService(source, cache, settings.lead.thresholds, clock)

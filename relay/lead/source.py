@@ -2,7 +2,8 @@
 
 Both sources answer the same questions with the same numbers; the aggregation itself (sums,
 histogram merges, grouping by node, region and time) runs inside the store, as SQL over the
-embedded store's JSON or as Elasticsearch aggregations.
+embedded store's JSON or as Elasticsearch aggregations; over the embedded store, the verified
+batches' tallies come from the lead's own rollups of them (relay/lead/rollup.py).
 """
 
 from __future__ import annotations
@@ -75,8 +76,18 @@ class Source(Protocol):
         """A value that changes whenever stored documents change (or may have)."""
         ...
 
+    async def state(self) -> str:
+        """What the source holds, comparable across restarts: it changes when documents are
+        added or removed (a document edited in place may leave it as it was)."""
+        ...
+
     async def verify(self, registry: Registry, now_ms: int) -> VerificationReport:
         """`relay verify` over every stored document."""
+        ...
+
+    async def track(self, verified: set[tuple[str, int]]) -> None:
+        """Bring any index the lead keeps of the source up to these verified batches (before
+        they are put in force); the embedded store's rollups, relay/lead/rollup.py."""
         ...
 
     async def tallies(
