@@ -131,7 +131,22 @@ class OperatorRelay:
             retry_base=settings.sink.retry_base_seconds,
             retry_max=settings.sink.retry_max_seconds,
         )
-        self.sealer = SealStage(
+        self.sealer = self._seal_stage(key)
+        self.backpressure = Backpressure(
+            settings,
+            wal=self.wal,
+            outbox=self.outbox,
+            windows=self.windows,
+            sealer=self.sealer,
+            shipper=self.shipper,
+            metrics=self.metrics,
+        )
+        self.client_config = ClientConfigDocument(settings.client)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _seal_stage(self, key: OperatorKey) -> SealStage:
+        settings, data_dir = self.settings, self.settings.data_dir
+        return SealStage(
             key=key,
             head=self.outbox.head(),
             policy=self.policy,
@@ -144,23 +159,12 @@ class OperatorRelay:
             admission=self.admission,
             outbox=self.outbox,
             metrics=self.metrics,
-            clock=clock,
+            clock=self.clock,
             window_ms=self.window_ms,
             lateness_ms=settings.window.lateness_seconds * 1000,
             index_prefix=settings.sink.index_prefix,
             on_sealed=self._sealed,
         )
-        self.backpressure = Backpressure(
-            settings,
-            wal=self.wal,
-            outbox=self.outbox,
-            windows=self.windows,
-            sealer=self.sealer,
-            shipper=self.shipper,
-            metrics=self.metrics,
-        )
-        self.client_config = ClientConfigDocument(settings.client)
-        self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def shutting_down(self) -> bool:
