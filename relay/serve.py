@@ -24,8 +24,8 @@ from typing import Any
 from relay.aggregate.window import window_start
 from relay.attest.keys import OperatorKey
 from relay.attest.rotation import KeyRotation
-from relay.backpressure import Backpressure
-from relay.config import ConfigError, Settings
+from relay.backpressure import Backpressure, Refusal
+from relay.config import ConfigError, IngestConfig, Settings
 from relay.ingest.client_config import ClientConfigDocument
 from relay.ingest.scrub import Admission
 from relay.metrics import RelayMetrics
@@ -38,7 +38,7 @@ from relay.registry import register_own_key
 from relay.seal.release import release_policy
 from relay.seal.stage import SealStage
 from relay.sinks.factory import make_sink
-from relay.wal.log import WriteAheadLog
+from relay.wal.log import WalFullError, WalUnavailableError, WriteAheadLog
 
 __all__ = ["OperatorRelay", "load_or_create_key", "tune_gc", "wall_clock_ms"]
 
@@ -131,7 +131,22 @@ class OperatorRelay:
             retry_base=settings.sink.retry_base_seconds,
             retry_max=settings.sink.retry_max_seconds,
         )
-        self.sealer = SealStage(
+        self.sealer = self._seal_stage(key)
+        self.backpressure = Backpressure(
+            settings,
+            wal=self.wal,
+            outbox=self.outbox,
+            windows=self.windows,
+            sealer=self.sealer,
+            shipper=self.shipper,
+            metrics=self.metrics,
+        )
+        self.client_config = ClientConfigDocument(settings.client)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _seal_stage(self, key: OperatorKey) -> SealStage:
+        settings, data_dir = self.settings, self.settings.data_dir
+        return SealStage(
             key=key,
             head=self.outbox.head(),
             policy=self.policy,
@@ -144,23 +159,12 @@ class OperatorRelay:
             admission=self.admission,
             outbox=self.outbox,
             metrics=self.metrics,
-            clock=clock,
+            clock=self.clock,
             window_ms=self.window_ms,
             lateness_ms=settings.window.lateness_seconds * 1000,
             index_prefix=settings.sink.index_prefix,
             on_sealed=self._sealed,
         )
-        self.backpressure = Backpressure(
-            settings,
-            wal=self.wal,
-            outbox=self.outbox,
-            windows=self.windows,
-            sealer=self.sealer,
-            shipper=self.shipper,
-            metrics=self.metrics,
-        )
-        self.client_config = ClientConfigDocument(settings.client)
-        self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def shutting_down(self) -> bool:
@@ -238,6 +242,27 @@ class OperatorRelay:
     async def commit(self, record: IngestRecord) -> None:
         """Make `record` durable and counted; raises WalUnavailableError for a 503."""
         await self.wal.append(record)
+
+    async def accept(self, record: IngestRecord) -> Refusal | None:
+        """`commit`, with the WAL's refusals as ingest answers them (relay.ingest.boundary)."""
+        try:
+            await self.commit(record)
+        except WalFullError:
+            return Refusal("wal-full", "Relay is at capacity; retry later")
+        except WalUnavailableError:
+            return Refusal("wal-unavailable", "Relay cannot store events right now")
+        return None
+
+    @property
+    def ingest_config(self) -> IngestConfig:
+        return self.settings.ingest
+
+    def log_size(self) -> int:
+        head = self.sealer.head
+        return 0 if head is None else head.log_size
+
+    def log_leaves(self, size: int) -> list[bytes] | None:
+        return self.outbox.log_leaves(size)
 
     # -- views ----------------------------------------------------------------------------------
 

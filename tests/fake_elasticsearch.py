@@ -13,7 +13,8 @@ against it unchanged:
   index_not_found_exception per item, as ES answers), `PUT /<index>/_create/<id>` (as `_bulk`
   create), `GET` and `DELETE /<index>/_doc/<id>`: what another writer (or the lead removing its
   document) does, so tests can take one of relay's ids first;
-- `_search` (match_all, size), `_refresh`, `DELETE /<index pattern>`;
+- `_search` (match_all, size), points in time (`POST /<indices>/_pit`, `DELETE /_pit`: a frozen
+  view, searched through tests/fake_elasticsearch_search.py), `_refresh`, `DELETE /<index pattern>`;
 - ILM simulated (`run_ilm_deletion`): indices whose template's lifecycle policy deletes are
   deleted at once, as if their age had come;
 - `_index_template`, `_ilm/policy`, `_security/api_key` (create, get, invalidate by name): stored
@@ -96,6 +97,8 @@ class FakeElasticsearch:
         self.api_keys: list[dict[str, Any]] = []
         self._secrets: dict[str, str] = {}  # API key id -> secret
         self._item_counter = itertools.count(1)
+        # Open points in time: id -> the (index, _id, _source) seen at opening, in shard-doc order.
+        self.pits: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
         self._closing = asyncio.Event()
         self._server: TestServer | None = None
 
@@ -110,7 +113,10 @@ class FakeElasticsearch:
             ("/{index}/_bulk", self._bulk),
             ("/_refresh", self._refresh),
             ("/{index}/_refresh", self._refresh),
+            ("/_search", self._search),
             ("/{index}/_search", self._search),
+            ("/{index}/_pit", self._open_pit),
+            ("/_pit", self._close_pit),
             ("/_mget", self._mget),
             ("/{index}/_create/{id}", self._create_one),
             ("/{index}/_doc/{id}", self._doc),
@@ -370,9 +376,38 @@ class FakeElasticsearch:
     async def _refresh(self, request: web.Request) -> tuple[int, Any]:
         return 200, {"_shards": {"total": 1, "successful": 1, "failed": 0}}
 
+    async def _open_pit(self, request: web.Request) -> tuple[int, Any]:
+        """`POST /<indices>/_pit?keep_alive=`: a frozen view of the matching documents.
+
+        Expiry after keep_alive is not modelled (tests are shorter); ES requires keep_alive.
+        """
+        if "keep_alive" not in request.query:
+            return 400, _error(400, "action_request_validation_exception", "[keep_alive] missing")
+        patterns = request.match_info["index"].split(",")
+        pit_id = base64.b64encode(secrets.token_bytes(12)).decode()
+        self.pits[pit_id] = [
+            (index, doc_id, dict(source))
+            for index in sorted(self.indices)
+            if any(fnmatch.fnmatch(index, p) for p in patterns)
+            for doc_id, source in sorted(self.indices[index].items())
+        ]
+        return 200, {"id": pit_id, "_shards": {"total": 1, "successful": 1, "failed": 0}}
+
+    async def _close_pit(self, request: web.Request) -> tuple[int, Any]:
+        raw = await request.read()
+        pit_id = json.loads(raw).get("id") if raw else None
+        if request.method != "DELETE" or pit_id is None:
+            return 400, _error(400, "action_request_validation_exception", "[id] missing")
+        freed = self.pits.pop(pit_id, None) is not None
+        return (200 if freed else 404), {"succeeded": freed, "num_freed": int(freed)}
+
     async def _search(self, request: web.Request) -> tuple[int, Any]:
         raw = await request.read()
         body = json.loads(raw) if raw else {}
+        if "pit" in body or "index" not in request.match_info:
+            return 400, _error(
+                400, "parsing_exception", "fake: PIT search needs the searching fake"
+            )
         if set(body.get("query", {"match_all": {}})) != {"match_all"}:
             return 400, _error(400, "parsing_exception", "fake: only match_all")
         pattern = request.match_info["index"]

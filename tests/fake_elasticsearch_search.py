@@ -8,6 +8,10 @@ answers anything else with a 400 so that a new query shape cannot pass unnoticed
   lt, lte), ids, match_all, match_none;
 - sort (field: order, or {order, missing}), from, size, search_after, track_total_hits,
   `_source_includes`;
+- a point in time (`pit` in the body of `POST /_search`, no index in the path, as ES requires):
+  the view frozen when it was opened, and `_shard_doc` as in ES: a sort value unique per document
+  and stable within the PIT (here the document's position in the view), allowed only with a PIT,
+  and appended to the sort as the tiebreaker when the request does not name it;
 - aggregations: composite (terms and date_histogram `fixed_interval` sources, size, after), terms
   (size; by count, then key), sum, max, histogram (interval, min_doc_count; on a `histogram`
   field it adds each value's count, as Elasticsearch does).
@@ -32,6 +36,10 @@ _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
 
 class Unsupported(Exception):
     """A query or aggregation this fake does not implement: answered 400."""
+
+
+class MissingPit(Exception):
+    """A search in a point in time that is not open (closed, or never opened): answered 404."""
 
 
 def _field(source: dict[str, Any], path: str) -> Any:
@@ -197,12 +205,12 @@ def _composite(
 # -- hits -----------------------------------------------------------------------------------------
 
 
-def _sort_key(source: dict[str, Any], sort: list[dict[str, Any]]) -> list[Any]:
+def _sort_key(source: dict[str, Any], shard_doc: int, sort: list[dict[str, Any]]) -> list[Any]:
     key = []
     for clause in sort:
         [(field, spec)] = clause.items()
         spec = {"order": spec} if isinstance(spec, str) else spec
-        value = _field(source, field)
+        value = shard_doc if field == "_shard_doc" else _field(source, field)
         if value is None:
             first = spec.get("missing") == "_first"
             descending = spec.get("order") == "desc"
@@ -238,21 +246,48 @@ class SearchingElasticsearch(FakeElasticsearch):
             return 200, self._answer(request, body)
         except Unsupported as exc:
             return 400, _error(400, "parsing_exception", f"fake: unsupported {exc}")
+        except MissingPit as exc:
+            reason = f"No search context found for id [{exc}]"
+            return 404, _error(404, "search_context_missing_exception", reason)
+
+    def _view(
+        self, request: web.Request, body: dict[str, Any]
+    ) -> tuple[list[tuple[str, str, dict[str, Any]]], list[dict[str, Any]]]:
+        """The documents searched (a PIT's frozen view, or the live indices) and the sort."""
+        sort: list[dict[str, Any]] = body.get("sort", [])
+        if "pit" not in body:
+            if "index" not in request.match_info:
+                raise Unsupported("search without an index")
+            if any("_shard_doc" in clause for clause in sort):
+                raise Unsupported("[_shard_doc] sort without a point in time")
+            patterns = request.match_info["index"].split(",")
+            return [
+                (index, doc_id, source)
+                for index in sorted(self.indices)
+                if any(fnmatch.fnmatch(index, p) for p in patterns)
+                for doc_id, source in sorted(self.indices[index].items())
+            ], sort
+        if "index" in request.match_info:
+            raise Unsupported("[indices] cannot be used with point in time")
+        if body["pit"]["id"] not in self.pits:
+            raise MissingPit(body["pit"]["id"])
+        if sort and not any("_shard_doc" in clause for clause in sort):
+            sort = [*sort, {"_shard_doc": "asc"}]
+        return self.pits[body["pit"]["id"]], sort
 
     def _answer(self, request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
-        patterns = request.match_info["index"].split(",")
         query = body.get("query", {"match_all": {}})
+        view, sort = self._view(request, body)
         matched = [
-            (index, doc_id, source)
-            for index in sorted(self.indices)
-            if any(fnmatch.fnmatch(index, p) for p in patterns)
-            for doc_id, source in sorted(self.indices[index].items())
+            (index, doc_id, source, shard_doc)
+            for shard_doc, (index, doc_id, source) in enumerate(view)
             if _matches(doc_id, source, query)
         ]
         answer: dict[str, Any] = {"took": 0, "timed_out": False}
         if "aggs" in body:
-            answer["aggregations"] = _aggregate([s for _, _, s in matched], body["aggs"])
-        sort = body.get("sort", [])
+            answer["aggregations"] = _aggregate([s for _, _, s, _ in matched], body["aggs"])
+        if "pit" in body:
+            answer["pit_id"] = body["pit"]["id"]
         includes = request.query.get("_source_includes")
         hits = [
             {
@@ -262,9 +297,9 @@ class SearchingElasticsearch(FakeElasticsearch):
                 "_source": source
                 if includes is None
                 else {k: v for k, v in source.items() if k in includes.split(",")},
-                **({"sort": _sort_key(source, sort)} if sort else {}),
+                **({"sort": _sort_key(source, shard_doc, sort)} if sort else {}),
             }
-            for index, doc_id, source in matched
+            for index, doc_id, source, shard_doc in matched
         ]
         if sort:
             hits = _sorted(hits, sort)

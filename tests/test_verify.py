@@ -7,7 +7,9 @@ with the operator key, for the forger) would.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -24,6 +26,8 @@ from relay.attest.merkle import leaf_hash
 from relay.cli import main
 from relay.config import Settings
 from relay.ingest.problem import Problem
+from relay.lead import es_source
+from relay.lead.es_source import ElasticsearchSource
 from relay.lead.server import build_service
 from relay.lead.store_source import StoreSource
 from relay.lead.timerange import TimeRange
@@ -31,8 +35,9 @@ from relay.registry import Registry
 from relay.sinks.documents import Document
 from relay.sinks.store import EmbeddedStore
 from relay.verify import Finding, verify_documents
-from relay.verify.elasticsearch import SORT, documents_from_hits, search_hits
+from relay.verify.elasticsearch import documents_from_hits, elasticsearch_documents
 from tests.conftest import T0_MS, RunningRelay
+from tests.fake_elasticsearch_search import SearchingElasticsearch
 from tests.verify_support import (
     ORIGIN,
     as_format_1,
@@ -440,42 +445,46 @@ async def test_cli_in_a_subprocess(export: Export, tmp_path: Path) -> None:
     ]
 
 
-class _StubElasticsearch:
-    """Just enough of the client for the paging: a PIT, pages by search_after, close."""
+async def test_equivocating_batches_at_a_page_boundary_are_both_read(
+    export: Export, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Drift 2 of issue 14: both readers see both batches of an equivocation.
 
-    def __init__(self, hits: list[dict[str, Any]]) -> None:
-        self.hits = hits
-        self.requests: list[dict[str, Any]] = []
-        self.closed: list[str] = []
+    The two seq 2 batches (one in a later monthly index) tie on (origin, seq, i); the page
+    ends between them, where a `search_after` with no tiebreaker skips the second.
+    """
+    documents = equivocate_in_group(export)
+    forked = next(
+        d for d in documents if is_batch(d) and d.source["seq"] == 2 and d is not export.batch(2)
+    )
+    later = Document(re.sub(r"\d{4}\.\d{2}$", "2099.01", forked.index), forked.id, forked.source)
+    assert later.index != forked.index
+    documents = [later if d is forked else d for d in documents]
+    page = sum(1 for d in documents if d.source["seq"] < 2) + 1  # the page ends after the first
+    expected = verify(export.registry, documents, now_ms=T0_MS)
+    assert "equivocation" in codes(expected)
 
-    def open_point_in_time(self, *, index: str, keep_alive: str) -> dict[str, str]:
-        self.requests.append({"open": index})
-        return {"id": "pit-1"}
-
-    def search(self, **request: Any) -> dict[str, Any]:
-        self.requests.append(request)
-        after = request["search_after"]
-        start = 0 if after is None else after[0] + 1
-        page = [
-            {**hit, "sort": [n]}
-            for n, hit in enumerate(self.hits)
-            if start <= n < start + request["size"]
-        ]
-        return {"pit_id": "pit-2", "hits": {"hits": page}}
-
-    def close_point_in_time(self, *, id: str) -> None:
-        self.closed.append(id)
-
-
-async def test_elasticsearch_paging(export: Export) -> None:
-    hits = [{"_index": d.index, "_id": d.id, "_source": d.source} for d in export.documents]
-    client = _StubElasticsearch(hits)
-    found = list(search_hits(client, "relay-", page_size=5))  # type: ignore[arg-type]
-    assert [hit["_id"] for hit in found] == [d.id for d in export.documents]
-    assert client.requests[0] == {"open": "relay-batches-*,relay-summaries-*"}
-    assert [r["search_after"] for r in client.requests[1:]] == [None, [4], [9]]
-    assert all(r["sort"] == SORT and r["pit"]["id"] for r in client.requests[1:])
-    assert client.closed == ["pit-2"]
+    es = SearchingElasticsearch()
+    await es.start()
+    try:
+        for d in documents:
+            es.indices.setdefault(d.index, {})[d.id] = d.source
+        monkeypatch.setattr(es_source, "READ_PAGE", page)
+        lead = ElasticsearchSource(es.url, api_key=None, index_prefix="relay-", ca_certs=None)
+        try:
+            by_lead = await lead.verify(export.registry, T0_MS)
+        finally:
+            await lead.close()
+        assert by_lead.findings == expected.findings
+        read = await asyncio.to_thread(
+            lambda: list(elasticsearch_documents(es.url, page_size=page))
+        )
+        assert es.pits == {}  # both closed their point in time
+    finally:
+        await es.close()
+    assert sorted((d.index, d.id) for d in read) == sorted((d.index, d.id) for d in documents)
+    by_command = verify(export.registry, read, now_ms=T0_MS)
+    assert by_command.findings == expected.findings
 
 
 async def test_a_summary_stored_twice_is_counted_once(export: Export) -> None:

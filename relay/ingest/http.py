@@ -4,8 +4,11 @@
 and a bare `/readyz`). `create_operator_app` is the operator's (`metrics.listen`, loopback by
 default): `/metrics` and the detailed `/readyz`. Exact counts never reach the public port (P9).
 
-Identifiers (IP, User-Agent, headers, the body's ids) are read inside `_ingest` and go no further
-than `RequestContext`, which dies with the request (P1). Nothing here logs request content.
+Both depend on `IngestRelay` (relay/ingest/boundary.py), which `OperatorRelay` satisfies: the
+ingest pipeline is `_Ingest`, the public reads `_Views`, each built from that interface alone.
+
+Identifiers (IP, User-Agent, headers, the body's ids) are read inside `_Ingest._handle` and go no
+further than `RequestContext`, which dies with the request (P1). Nothing here logs request content.
 """
 
 from __future__ import annotations
@@ -34,10 +37,11 @@ from relay.ingest.problem import Problem, http_error_problem, problem_response
 from relay.ingest.scrub import Admission, RequestContext, ScrubResult
 from relay.observation import IngestRecord
 from relay.privacy.contributor import network_material, source_network
-from relay.wal.log import WalFullError, WalUnavailableError
 
 if TYPE_CHECKING:
-    from relay.serve import OperatorRelay
+    from relay.backpressure import Refusal
+    from relay.config import IngestConfig
+    from relay.ingest.boundary import IngestRelay
 
 __all__ = ["create_app", "create_operator_app", "runner_options"]
 
@@ -92,13 +96,13 @@ def _etag_matches(if_none_match: str, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
-def runner_options(relay: OperatorRelay) -> dict[str, Any]:
+def runner_options(relay: IngestRelay) -> dict[str, Any]:
     """aiohttp server options that bound what a slow or abusive client can hold.
 
     aiohttp's keep-alive timer runs from the moment a connection opens and closes it if no
     complete request has arrived, so it is also the header timeout against slowloris.
     """
-    ingest = relay.settings.ingest
+    ingest = relay.ingest_config
     return {
         "access_log": None,  # it would log addresses and User-Agents (P1)
         "keepalive_timeout": ingest.idle_timeout_seconds,
@@ -110,8 +114,8 @@ def runner_options(relay: OperatorRelay) -> dict[str, Any]:
 class _Limits:
     """The four token buckets of `ingest.rate_limit`."""
 
-    def __init__(self, relay: OperatorRelay) -> None:
-        cfg = relay.settings.ingest.rate_limit
+    def __init__(self, ingest: IngestConfig) -> None:
+        cfg = ingest.rate_limit
         self.enabled = cfg.enabled
         self.ip_requests = RateLimiter(
             cfg.ip_requests_per_second, cfg.ip_request_burst, max_tracked=cfg.max_tracked
@@ -154,15 +158,9 @@ class _Limits:
                 )
 
 
-def create_app(relay: OperatorRelay) -> web.Application:
-    settings = relay.settings
-    ingest = settings.ingest
-    trusted = [ipaddress.ip_network(cidr, strict=False) for cidr in ingest.trusted_proxies]
-    metrics = relay.metrics
-    backpressure = relay.backpressure
-    limits = _Limits(relay)
+def _authenticator(ingest: IngestConfig) -> Authenticator:
     auth = ingest.auth
-    authenticator = Authenticator(
+    return Authenticator(
         required=auth.required,
         bearer_tokens={
             name: token.get_secret_value() for name, token in auth.bearer_tokens.items()
@@ -171,63 +169,91 @@ def create_app(relay: OperatorRelay) -> web.Application:
         session_max_ttl_s=auth.session_max_ttl_seconds,
     )
 
-    # Labelled children looked up once: `labels()` costs several times the increment.
-    received = {endpoint: metrics.received.labels(endpoint) for endpoint in _ENDPOINTS}
-    accepted = {endpoint: metrics.accepted.labels(endpoint) for endpoint in _ENDPOINTS}
-    latency = {endpoint: metrics.request_latency.labels(endpoint) for endpoint in _ENDPOINTS}
-    requests_by_status: dict[tuple[str, int], Any] = {}
 
-    async def _ingest(
-        request: web.Request, endpoint: str, decode: Decode[_Event], scrub: Scrub[_Event]
+def _unauthorized() -> Problem:
+    # One answer for every refusal: which check failed (an unknown issuer, a bad signature, an
+    # expired token) would tell a prober what it got right.
+    return Problem(
+        401,
+        "unauthorized",
+        "Missing or invalid token",
+        headers={"WWW-Authenticate": 'Bearer realm="relay"'},
+    )
+
+
+def _refused(refusal: Refusal) -> Problem:
+    return Problem(503, refusal.type, refusal.title, headers=_RETRY_AFTER)
+
+
+class _Ingest:
+    """`POST /v1/events` and `POST /v1/atlas/events`: one pipeline, two decoders and scrubs."""
+
+    def __init__(self, relay: IngestRelay) -> None:
+        self._relay = relay
+        self._config = relay.ingest_config
+        self._trusted = [
+            ipaddress.ip_network(cidr, strict=False) for cidr in self._config.trusted_proxies
+        ]
+        self._limits = _Limits(self._config)
+        self._authenticator = _authenticator(self._config)
+        metrics = self._metrics = relay.metrics
+        # Labelled children looked up once: `labels()` costs several times the increment.
+        self._received = {e: metrics.received.labels(e) for e in _ENDPOINTS}
+        self._accepted = {e: metrics.accepted.labels(e) for e in _ENDPOINTS}
+        self._latency = {e: metrics.request_latency.labels(e) for e in _ENDPOINTS}
+        self._by_status: dict[tuple[str, int], Any] = {}
+
+    async def native(self, request: web.Request) -> web.Response:
+        return await self._timed(request, "native", decode_native, scrub_native)
+
+    async def atlas(self, request: web.Request) -> web.Response:
+        return await self._timed(request, "atlas", decode_atlas, scrub_atlas)
+
+    async def _timed(
+        self, request: web.Request, endpoint: str, decode: Decode[_Event], scrub: Scrub[_Event]
     ) -> web.Response:
         started = time.perf_counter()
         status = 500
         try:
-            response = await _ingest_inner(request, endpoint, decode, scrub)
+            response = await self._handle(request, endpoint, decode, scrub)
             status = response.status
             return response
         except Problem as problem:
             status = problem.status
             raise
         finally:
-            by_status = requests_by_status.get((endpoint, status))
+            by_status = self._by_status.get((endpoint, status))
             if by_status is None:
-                by_status = requests_by_status[(endpoint, status)] = metrics.requests.labels(
+                by_status = self._by_status[(endpoint, status)] = self._metrics.requests.labels(
                     endpoint, str(status)
                 )
             by_status.inc()
-            latency[endpoint].observe(time.perf_counter() - started)
+            self._latency[endpoint].observe(time.perf_counter() - started)
 
-    async def _ingest_inner(
-        request: web.Request, endpoint: str, decode: Decode[_Event], scrub: Scrub[_Event]
+    async def _handle(
+        self, request: web.Request, endpoint: str, decode: Decode[_Event], scrub: Scrub[_Event]
     ) -> web.Response:
-        refusal = backpressure.refusal()
+        relay, config = self._relay, self._config
+        refusal = relay.backpressure.refusal()
         if refusal is not None:
-            raise Problem(503, refusal.type, refusal.title, headers=_RETRY_AFTER)
+            raise _refused(refusal)
         now_ms = relay.clock()
         try:
-            credential = authenticator.authenticate(
+            credential = self._authenticator.authenticate(
                 request.headers.get("Authorization"), now_ms // 1000
             )
         except AuthError:
-            # One answer for every refusal: which check failed (an unknown issuer, a bad
-            # signature, an expired token) would tell a prober what it got right.
-            raise Problem(
-                401,
-                "unauthorized",
-                "Missing or invalid token",
-                headers={"WWW-Authenticate": 'Bearer realm="relay"'},
-            ) from None
-        ip = _client_ip(request, trusted)
-        limits.check(ip, credential, None)
-        body = await read_body(request, ingest.max_body_bytes, ingest.body_timeout_seconds)
-        decoded = decode(body, ingest.max_events_per_request)
+            raise _unauthorized() from None
+        ip = _client_ip(request, self._trusted)
+        self._limits.check(ip, credential, None)
+        body = await read_body(request, config.max_body_bytes, config.body_timeout_seconds)
+        decoded = decode(body, config.max_events_per_request)
         events, overflow = decoded.events, decoded.overflow
         # Atlas neither caps its batches nor retries: its events past the cap are rejected and
         # the rest kept (DESIGN §3.2). A native client is told to split its batch.
         if overflow and endpoint == "native":
-            raise too_many_events(ingest.max_events_per_request)
-        limits.check(ip, credential, len(events))
+            raise too_many_events(config.max_events_per_request)
+        self._limits.check(ip, credential, len(events))
         ctx = RequestContext(
             now_ms=now_ms,
             region=relay.resolver.resolve(ip),
@@ -237,78 +263,79 @@ def create_app(relay: OperatorRelay) -> web.Application:
         result = scrub(events, ctx, relay.admission)
         if overflow:
             result.reject_overflow(len(events), overflow)
+        await self._store(ctx, result)
+        self._count(endpoint, len(events) + overflow, result)
+        return _answer(endpoint, result)
+
+    async def _store(self, ctx: RequestContext, result: ScrubResult) -> None:
+        relay = self._relay
         rejected = dict(result.rejected)
         if result.unsupported:
             rejected["unsupported_type"] = result.unsupported
-        if result.observations or rejected:
-            record = IngestRecord(
-                arrival_window_ms=window_start(now_ms, relay.window_ms),
-                region=ctx.region,
-                observations=result.observations,
-                rejected=rejected,
-                networks=relay.admission.networks(result.observations, ctx.source_network),
-            )
-            try:
-                await relay.commit(record)
-            except WalFullError:
-                raise Problem(
-                    503, "wal-full", "Relay is at capacity; retry later", headers=_RETRY_AFTER
-                ) from None
-            except WalUnavailableError:
-                raise Problem(
-                    503,
-                    "wal-unavailable",
-                    "Relay cannot store events right now",
-                    headers=_RETRY_AFTER,
-                ) from None
-        received[endpoint].inc(len(events) + overflow)
-        accepted[endpoint].inc(len(result.observations))
+        if not (result.observations or rejected):
+            return
+        record = IngestRecord(
+            arrival_window_ms=window_start(ctx.now_ms, relay.window_ms),
+            region=ctx.region,
+            observations=result.observations,
+            rejected=rejected,
+            networks=relay.admission.networks(result.observations, ctx.source_network),
+        )
+        refusal = await relay.accept(record)
+        if refusal is not None:
+            raise _refused(refusal)
+
+    def _count(self, endpoint: str, received: int, result: ScrubResult) -> None:
+        self._received[endpoint].inc(received)
+        self._accepted[endpoint].inc(len(result.observations))
         for reason, count in result.rejected.items():
-            metrics.rejected.labels(reason).inc(count)
+            self._metrics.rejected.labels(reason).inc(count)
         if result.unsupported:
-            metrics.dropped.labels("unsupported_type").inc(result.unsupported)
-        answer: dict[str, Any] = {
-            "accepted": len(result.observations),
-            "rejected": sum(result.rejected.values()),
-            "errors": result.errors,
-        }
-        if endpoint == "atlas":
-            answer["unsupported"] = result.unsupported
-        return web.Response(body=orjson.dumps(answer), status=202, content_type="application/json")
+            self._metrics.dropped.labels("unsupported_type").inc(result.unsupported)
 
-    async def post_events(request: web.Request) -> web.Response:
-        return await _ingest(request, "native", decode_native, scrub_native)
 
-    async def post_atlas_events(request: web.Request) -> web.Response:
-        return await _ingest(request, "atlas", decode_atlas, scrub_atlas)
+def _answer(endpoint: str, result: ScrubResult) -> web.Response:
+    answer: dict[str, Any] = {
+        "accepted": len(result.observations),
+        "rejected": sum(result.rejected.values()),
+        "errors": result.errors,
+    }
+    if endpoint == "atlas":
+        answer["unsupported"] = result.unsupported
+    return web.Response(body=orjson.dumps(answer), status=202, content_type="application/json")
 
-    async def get_config(request: web.Request) -> web.Response:
-        doc = relay.client_config
+
+class _Views:
+    """The public GET endpoints: client config and script, operator view, proofs, health."""
+
+    def __init__(self, relay: IngestRelay) -> None:
+        self._relay = relay
+        self._client_script = ClientScript()
+
+    async def config(self, request: web.Request) -> web.Response:
+        doc = self._relay.client_config
         headers = {"ETag": doc.etag, "Cache-Control": f"public, max-age={doc.max_age}"}
         if _etag_matches(request.headers.get("If-None-Match", ""), doc.etag):
             return web.Response(status=304, headers=headers)
         return web.Response(body=doc.body, content_type="application/json", headers=headers)
 
-    client_script = ClientScript()
-
-    async def get_client_script(request: web.Request) -> web.Response:
-        headers = client_script.headers
-        if _etag_matches(request.headers.get("If-None-Match", ""), headers["ETag"]):
-            return web.Response(status=304, headers=headers)
+    async def client_script(self, request: web.Request) -> web.Response:
+        script = self._client_script
+        if _etag_matches(request.headers.get("If-None-Match", ""), script.headers["ETag"]):
+            return web.Response(status=304, headers=script.headers)
         return web.Response(
-            body=client_script.body,
+            body=script.body,
             content_type="text/javascript",
             charset="utf-8",
-            headers=headers,
+            headers=script.headers,
         )
 
-    async def get_operator(request: web.Request) -> web.Response:
-        return web.json_response(relay.operator_view())
+    async def operator(self, request: web.Request) -> web.Response:
+        return web.json_response(self._relay.operator_view())
 
-    async def get_consistency_proof(request: web.Request) -> web.Response:
+    async def consistency_proof(self, request: web.Request) -> web.Response:
         old, new = _tree_size(request, "old"), _tree_size(request, "new")
-        head = relay.sealer.head
-        size = 0 if head is None else head.log_size
+        size = self._relay.log_size()
         if not old <= new <= size:
             raise Problem(
                 400,
@@ -319,7 +346,7 @@ def create_app(relay: OperatorRelay) -> web.Application:
         # The proof is over the leaves of batches 0..new − 1: O(new), ~35 ms of hashing for a
         # year of 300 s windows (105 120 leaves). It runs on the loop, like the seal commit that
         # appends leaves, so the two never see each other half done.
-        leaves = relay.outbox.log_leaves(new)
+        leaves = self._relay.log_leaves(new)
         if leaves is None:
             raise Problem(
                 404,
@@ -332,14 +359,17 @@ def create_app(relay: OperatorRelay) -> web.Application:
             {"old": old, "new": new, "proof": [base64.b64encode(h).decode() for h in proof]}
         )
 
-    async def healthz(request: web.Request) -> web.Response:
+    async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    async def readyz(request: web.Request) -> web.Response:
+    async def readyz(self, request: web.Request) -> web.Response:
         # Ready or not, for a load balancer; which check failed is the operator's business.
-        ready = backpressure.ready
+        ready = self._relay.backpressure.ready
         return web.json_response({"ready": ready}, status=200 if ready else 503)
 
+
+def create_app(relay: IngestRelay) -> web.Application:
+    ingest = relay.ingest_config
     app = web.Application(
         # CORS outermost, so that error answers carry CORS headers and browsers can read them.
         middlewares=[
@@ -353,18 +383,19 @@ def create_app(relay: OperatorRelay) -> web.Application:
         # bad-gzip, invalid gzip a 500, and br a 400 text/plain.
         handler_args={"auto_decompress": False},
     )
-    app.router.add_post("/v1/events", post_events)
-    app.router.add_post("/v1/atlas/events", post_atlas_events)
-    app.router.add_get("/v1/config", get_config)
-    app.router.add_get("/v1/client.js", get_client_script)
-    app.router.add_get("/v1/operator", get_operator)
-    app.router.add_get("/v1/proof/consistency", get_consistency_proof)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
+    events, views = _Ingest(relay), _Views(relay)
+    app.router.add_post("/v1/events", events.native)
+    app.router.add_post("/v1/atlas/events", events.atlas)
+    app.router.add_get("/v1/config", views.config)
+    app.router.add_get("/v1/client.js", views.client_script)
+    app.router.add_get("/v1/operator", views.operator)
+    app.router.add_get("/v1/proof/consistency", views.consistency_proof)
+    app.router.add_get("/healthz", views.healthz)
+    app.router.add_get("/readyz", views.readyz)
     return app
 
 
-def create_operator_app(relay: OperatorRelay) -> web.Application:
+def create_operator_app(relay: IngestRelay) -> web.Application:
     """The operator listener's app: no CORS (no browser page needs it), no auth (bind it to
     loopback or a private network, as `metrics.listen` does by default)."""
     metrics = relay.metrics

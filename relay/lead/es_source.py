@@ -14,7 +14,8 @@ which is the exact merge of relay's histograms (their values are integers).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Hashable
+import contextlib
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, Final
 
@@ -26,7 +27,7 @@ from relay.registry import Registry
 from relay.sinks.documents import Document
 from relay.sinks.elasticsearch import make_client
 from relay.verify import VerificationReport, Verifier
-from relay.verify.elasticsearch import SORT, documents_from_hits
+from relay.verify.elasticsearch import documents_from_hits, hit_pages
 
 __all__ = ["ElasticsearchSource"]
 
@@ -135,28 +136,6 @@ class ElasticsearchSource:
         )
         return (found["hits"]["total"]["value"], _agg(found, "newest").get("value"))
 
-    async def _hits(self) -> AsyncIterator[list[dict[str, Any]]]:
-        """Every batch and summary hit, in verification order, a page at a time.
-
-        `search_after` over (origin, seq, i) with batches first: a total order, so paging
-        neither skips nor repeats a stored document.
-        """
-        after: list[Any] | None = None
-        while True:
-            page = await self._search(
-                self._all,
-                sort=SORT,
-                size=READ_PAGE,
-                search_after=after,
-                track_total_hits=False,
-            )
-            hits: list[dict[str, Any]] = page["hits"]["hits"]
-            if hits:
-                yield hits
-            if len(hits) < READ_PAGE:
-                return
-            after = hits[-1]["sort"]
-
     async def verify(self, registry: Registry, now_ms: int) -> VerificationReport:
         verifier = Verifier(registry, now_ms=now_ms)
 
@@ -164,8 +143,11 @@ class ElasticsearchSource:
             for document in documents_from_hits(hits):
                 verifier.feed(document)
 
-        async for hits in self._hits():
-            await asyncio.to_thread(feed, hits)
+        async with contextlib.aclosing(
+            hit_pages(self._client, self._all, page_size=READ_PAGE)
+        ) as pages:
+            async for hits in pages:
+                await asyncio.to_thread(feed, hits)
         return await asyncio.to_thread(verifier.finish)
 
     async def track(self, verified: set[tuple[str, int]]) -> None:

@@ -103,6 +103,10 @@ class _NodeFamilies:
         ]
 
 
+def _gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, labels=labels or [])
+
+
 def families(snapshot: Snapshot) -> list[Metric]:
     """The snapshot as Prometheus metric families."""
     now = snapshot.at_ms
@@ -114,32 +118,39 @@ def families(snapshot: Snapshot) -> list[Metric]:
             end = node.region_last_window_end_ms.get(region)
             regions.add([node.role, node.id, region], fig, end, now)
 
-    def gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricFamily:
-        return GaugeMetricFamily(name, doc, labels=labels or [])
-
-    range_seconds = gauge(
+    range_seconds = _gauge(
         "relay_lead_range_seconds", "The trailing range nodes are judged on (lead.metrics)."
     )
     range_seconds.add_metric([], (snapshot.time_range.to_ms - snapshot.time_range.from_ms) / 1000)
-    omitted = gauge(
+    omitted = _gauge(
         "relay_lead_nodes_omitted", "Nodes left out over lead.metrics.max_nodes (least traffic)."
     )
     omitted.add_metric([], snapshot.omitted)
+    return [
+        *nodes.all(),
+        *regions.all(),
+        range_seconds,
+        omitted,
+        *_operator_families(snapshot, now),
+        *_verification_families(snapshot, now),
+    ]
 
-    batches = gauge(
+
+def _operator_families(snapshot: Snapshot, now: int) -> list[Metric]:
+    batches = _gauge(
         "relay_lead_operator_batches",
         "Stored batches of a registered operator by verification state (verified, failed).",
         ["origin", "state"],
     )
-    findings = gauge(
+    findings = _gauge(
         "relay_lead_operator_findings",
         'Verification findings by code; origin="" for those of no registered operator.',
         ["origin", "code"],
     )
-    head = gauge(
+    head = _gauge(
         "relay_lead_operator_head_seq", "Sequence number of the verified chain head.", ["origin"]
     )
-    head_age = gauge(
+    head_age = _gauge(
         "relay_lead_operator_last_batch_age_seconds",
         "Seconds since the end of the window of the operator's verified chain head.",
         ["origin"],
@@ -156,29 +167,20 @@ def families(snapshot: Snapshot) -> list[Metric]:
             head_age.add_metric([op.origin], age)
     for code, count in sorted(snapshot.other_findings.items()):
         findings.add_metric(["", code], count)
+    return [batches, findings, head, head_age]
 
+
+def _verification_families(snapshot: Snapshot, now: int) -> list[Metric]:
     v = snapshot.verification
-    checked = gauge(
+    checked = _gauge(
         "relay_lead_verification_age_seconds", "Seconds since the verification result in force."
     )
     checked.add_metric([], _age(now, v.checked_at_ms) or 0.0)
-    run = gauge("relay_lead_verification_seconds", "How long that verification run took.")
+    run = _gauge("relay_lead_verification_seconds", "How long that verification run took.")
     run.add_metric([], v.seconds)
-    total = gauge("relay_lead_findings", "Verification findings in force, all operators.")
+    total = _gauge("relay_lead_findings", "Verification findings in force, all operators.")
     total.add_metric([], len(v.report.findings))
-    return [
-        *nodes.all(),
-        *regions.all(),
-        range_seconds,
-        omitted,
-        batches,
-        findings,
-        head,
-        head_age,
-        checked,
-        run,
-        total,
-    ]
+    return [checked, run, total]
 
 
 class _Fixed(Collector):

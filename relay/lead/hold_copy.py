@@ -9,6 +9,7 @@ verifying as a chain that starts at the hold (`check_held`) with the batch hashe
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -18,12 +19,12 @@ from relay.lead.holds import Hold, HoldError
 from relay.registry import Registry
 from relay.sinks.documents import Document, same_source
 from relay.sinks.es_setup import holds_template
-from relay.verify.elasticsearch import SORT, documents_from_hits
+from relay.verify.elasticsearch import documents_from_hits, hit_pages
 from relay.verify.verifier import verify_documents
 
 __all__ = ["check_held", "copy_hold", "held_documents", "holds_index"]
 
-_PAGE = 1000
+_BULK = 1000  # documents per bulk request
 
 
 def holds_index(index_prefix: str) -> str:
@@ -64,22 +65,10 @@ async def held_documents(
             ]
         }
     }
-    after: list[Any] | None = None
-    while True:
-        response = await client.search(
-            index=index,
-            query=query,
-            sort=SORT,
-            size=_PAGE,
-            search_after=after,
-            track_total_hits=False,
-        )
-        hits: list[dict[str, Any]] = response.body["hits"]["hits"]
-        for document in documents_from_hits(hits):
-            yield document
-        if len(hits) < _PAGE:
-            return
-        after = hits[-1]["sort"]
+    async with contextlib.aclosing(hit_pages(client, index, query=query)) as pages:
+        async for hits in pages:
+            for document in documents_from_hits(hits):
+                yield document
 
 
 async def copy_hold(
@@ -93,8 +82,8 @@ async def copy_hold(
     operations: list[dict[str, Any]] = []
     for doc in originals:
         operations += [{"create": {"_index": target, "_id": doc.id}}, doc.source]
-    for start in range(0, len(operations), 2 * _PAGE):
-        response = await client.bulk(operations=operations[start : start + 2 * _PAGE])
+    for start in range(0, len(operations), 2 * _BULK):
+        response = await client.bulk(operations=operations[start : start + 2 * _BULK])
         for item in response.body["items"]:
             status = item["create"]["status"]
             # 409: an earlier hold copied it already; the copy is compared below like the rest.

@@ -70,6 +70,18 @@ def _alerting(status: str) -> str | None:
 def compare(before: Watched | None, snapshot: Snapshot) -> tuple[Watched, list[dict[str, Any]]]:
     """What is watched now, and one message (generic JSON form) per change since ``before``."""
     previous = before or Watched()
+    nodes, node_messages = _node_changes(previous, snapshot)
+    findings, finding_messages = _finding_changes(previous, snapshot)
+    messages = node_messages + finding_messages
+    for message in messages:
+        message["at_ms"] = snapshot.at_ms
+    return Watched(nodes, findings), messages
+
+
+def _node_changes(
+    previous: Watched, snapshot: Snapshot
+) -> tuple[dict[tuple[str, str], str], list[dict[str, Any]]]:
+    """Each node's status now, and a message for each that went into or out of alerting."""
     messages: list[dict[str, Any]] = []
     listed = {(node.role, node.id): node for node in snapshot.nodes}
     nodes = {key: node.figures["status"] for key, node in listed.items()}
@@ -98,7 +110,14 @@ def compare(before: Watched | None, snapshot: Snapshot) -> tuple[Watched, list[d
                 "text": text,
             }
         )
+    return nodes, messages
 
+
+def _finding_changes(
+    previous: Watched, snapshot: Snapshot
+) -> tuple[dict[str, frozenset[str]], list[dict[str, Any]]]:
+    """The finding codes per origin now, and a message for each origin with new or no codes."""
+    messages: list[dict[str, Any]] = []
     findings: dict[str, frozenset[str]] = {}
     counts = {op.origin: op.findings for op in snapshot.operators if op.findings}
     if snapshot.other_findings:
@@ -125,9 +144,7 @@ def compare(before: Watched | None, snapshot: Snapshot) -> tuple[Watched, list[d
                 "text": text,
             }
         )
-    for message in messages:
-        message["at_ms"] = snapshot.at_ms
-    return Watched(nodes, findings), messages
+    return findings, messages
 
 
 def payload(message: dict[str, Any], form: str) -> dict[str, Any]:

@@ -278,6 +278,29 @@ async def _recompute(
             await source.close()
 
 
+def _batch_findings(
+    listed: dict[tuple[str, int], str],
+    stored: dict[tuple[str, int], Any],
+    verified: set[tuple[str, int]],
+) -> list[ReportFinding]:
+    """Each listed batch is stored, with the batch_hash the report lists, and verifies."""
+    findings = []
+    for (origin, seq), digest in listed.items():
+        where = f"{origin} seq {seq}"
+        if (origin, seq) not in stored:
+            findings.append(ReportFinding("report_batch_missing", f"{where}: not found"))
+        elif stored[(origin, seq)] != digest:
+            findings.append(
+                ReportFinding(
+                    "report_batch_mismatch",
+                    f"{where}: batch_hash {stored[(origin, seq)]}, the report lists {digest}",
+                )
+            )
+        elif (origin, seq) not in verified:
+            findings.append(ReportFinding("report_batch_unverified", f"{where}: does not verify"))
+    return findings
+
+
 async def recheck_report(
     text: str,
     lead_key: VerifierKey,
@@ -323,19 +346,7 @@ async def recheck_report(
         for d in kept
         if "att" not in d.source
     }
-    for (origin, seq), digest in listed.items():
-        where = f"{origin} seq {seq}"
-        if (origin, seq) not in stored:
-            findings.append(ReportFinding("report_batch_missing", f"{where}: not found"))
-        elif stored[(origin, seq)] != digest:
-            findings.append(
-                ReportFinding(
-                    "report_batch_mismatch",
-                    f"{where}: batch_hash {stored[(origin, seq)]}, the report lists {digest}",
-                )
-            )
-        elif (origin, seq) not in verification.verified:
-            findings.append(ReportFinding("report_batch_unverified", f"{where}: does not verify"))
+    findings += _batch_findings(listed, stored, verification.verified)
     good = set(listed) & verification.verified
     recomputed = await _recompute(body, kept, good, registry, thresholds)
     for key in ("nodes", "network"):
