@@ -590,6 +590,9 @@ def export_lines(data_dir: Path) -> list[bytes]:
     return result.stdout.splitlines()
 
 
+WINDOW_SECONDS = 4
+
+
 async def test_relay_serve_process_leaks_nothing(tmp_path: Path) -> None:
     """`relay serve` with debug JSON logs: stderr, files and export hold no planted identifier."""
     markers = Markers()
@@ -600,7 +603,7 @@ async def test_relay_serve_process_leaks_nothing(tmp_path: Path) -> None:
         "data_dir": str(data_dir),
         "listen": {"host": "127.0.0.1", "port": port},
         "metrics": {"listen": {"host": "127.0.0.1", "port": metrics_port}},
-        "window": {"seconds": 1, "lateness_seconds": 0},
+        "window": {"seconds": WINDOW_SECONDS, "lateness_seconds": 0},
         "privacy": {"k": 3},
         "ingest": {"trusted_proxies": ["127.0.0.0/8"]},
         "outbox": {"ship_interval_seconds": 0.05},
@@ -620,6 +623,9 @@ async def test_relay_serve_process_leaks_nothing(tmp_path: Path) -> None:
     try:
         async with aiohttp.ClientSession() as http:
             await wait_ready(http, f"{base}/readyz", process)
+            # All of it in one window, even on a slow machine: a cell whose three networks fell
+            # into two windows would never be published.
+            await asyncio.sleep(WINDOW_SECONDS - time.time() % WINDOW_SECONDS + 0.05)
             # From three source networks, so that k_networks = k = 3 publishes the cells.
             accepted = [
                 (NATIVE, orjson.dumps({"events": native_events(markers)}), "application/json"),
