@@ -26,6 +26,7 @@ test: $(STAMP) chromium promtool openapi-tools
 	$(BIN)/ruff format --check relay tests
 	$(BIN)/mypy
 	$(BIN)/python -m relay.schemagen --check
+	$(BIN)/python -m relay.configdoc --check
 	$(BIN)/pytest -q
 
 # The dashboard test drives Debian's Chromium headless (Playwright never downloads a browser here).
@@ -67,6 +68,7 @@ typecheck: $(STAMP)
 
 schemas: $(STAMP)
 	$(BIN)/python -m relay.schemagen
+	$(BIN)/python -m relay.configdoc
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

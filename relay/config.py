@@ -45,27 +45,50 @@ class _Section(BaseModel):
 
 
 class ListenConfig(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(8787, ge=0, le=65535)
+    host: str = Field("127.0.0.1", description="Address of the app-facing API.")
+    port: int = Field(8787, ge=0, le=65535, description="Port of the app-facing API.")
 
 
 class WindowConfig(_Section):
-    seconds: int = Field(300, ge=1, le=86400, description="Aggregation window length.")
-    lateness_seconds: int = Field(
-        60, ge=0, le=3600, description="How long after its end a window stays open."
+    seconds: int = Field(
+        300,
+        ge=1,
+        le=86400,
+        description="Aggregation window (1 – 86 400), aligned to the Unix epoch.",
     )
-    max_past_seconds: int = Field(86400, ge=0, description="Older event timestamps are rejected.")
-    max_future_seconds: int = Field(60, ge=0, description="Newer event timestamps are rejected.")
+    lateness_seconds: int = Field(
+        60, ge=0, le=3600, description="A window is sealed this long after it ends (0 – 3600)."
+    )
+    max_past_seconds: int = Field(
+        86400, ge=0, description="Older event timestamps are rejected (`too_old`)."
+    )
+    max_future_seconds: int = Field(
+        60, ge=0, description="Later event timestamps are rejected (`too_new`)."
+    )
     max_memory_bytes: int = Field(
-        512 * MIB, ge=MIB, description="Budget for open windows' state; over it, 503."
+        512 * MIB,
+        ge=MIB,
+        description=(
+            "Budget for open windows' state (~100 B per contributor per cell); over it ingest "
+            "answers 503."
+        ),
     )
     # Node ids come from clients (Atlas names distributors by URL host): bound the node space,
     # dropping and counting (stat over_budget) rather than letting invented nodes fill memory.
     max_nodes: int = Field(
-        1000, ge=1, description="Distinct nodes per window; events for further nodes are dropped."
+        1000,
+        ge=1,
+        description=(
+            "Distinct nodes per window; events for further nodes are dropped and counted "
+            "(`over_budget`); `privacy.nodes` are exempt."
+        ),
     )
     max_cells_per_network: int = Field(
-        100, ge=1, description="New cells one source network may open per window."
+        100,
+        ge=1,
+        description=(
+            "New cells one source network may open per window; past it: dropped, `over_budget`."
+        ),
     )
 
     @property
@@ -74,36 +97,76 @@ class WindowConfig(_Section):
 
 
 class PrivacyConfig(_Section):
-    mode: Literal["aggregate", "dp"] = "aggregate"
-    k: int = Field(10, ge=2, description="Distinct contributors a published cell needs (P5).")
+    mode: Literal["aggregate", "dp"] = Field(
+        "aggregate",
+        description=(
+            "`aggregate` (k-threshold) or `dp` (differential privacy; see [Differential "
+            "privacy mode](privacy.md#differential-privacy-mode))."
+        ),
+    )
+    k: int = Field(
+        10,
+        ge=2,
+        description=(
+            "Aggregate mode: distinct contributors a published cell needs (≥ 2); ignored in "
+            "dp mode."
+        ),
+    )
     k_networks: int | None = Field(
-        None, ge=2, description="Distinct source networks a published cell needs; unset: k (P5)."
+        None,
+        ge=2,
+        description=(
+            "Aggregate mode: distinct source networks (IPv4 /24, IPv6 /48) a published cell "
+            "needs; may lower the threshold, 2 ≤ k_networks ≤ k. Unset: k."
+        ),
     )
     max_events_per_contributor: int = Field(
-        50, ge=1, description="Events one contributor may add to a cell per window (P4)."
+        50, ge=1, description="Events one contributor adds to one cell per window."
     )
     max_events_per_network: int | None = Field(
         None,
         ge=1,
-        description="Events one source network may add to a cell per window; unset: "
-        "max_events_per_contributor (P4).",
+        description=(
+            "Events one source network adds to one cell per window, whatever ids its clients "
+            "send. Unset: `max_events_per_contributor`."
+        ),
     )
-    geo: Literal["region", "country", "none"] = "region"
-    # dp mode only (P7; relay/privacy/ledger.py, README "Differential privacy mode"). Not used in
-    # aggregate mode; kept so a config can switch modes. ε values are exact decimals.
+    geo: Literal["region", "country", "none"] = Field(
+        "region", description="`region` (continent), `country` (opt-in) or `none` (always `ZZ`)."
+    )
+    # dp mode only (P7; relay/privacy/ledger.py, docs/privacy.md "Differential privacy mode").
+    # Not used in aggregate mode; kept so a config can switch modes. ε values are exact decimals.
     max_cells_per_contributor: int = Field(
-        2, ge=1, le=1000, description="Cells one contributor may add to per window (dp mode)."
+        2,
+        ge=1,
+        le=1000,
+        description=(
+            "dp mode only: cells one contributor adds to per window (1 – 1000); more: `over_cap`."
+        ),
     )
     epsilon: Annotated[Decimal, Field(gt=0, le=10)] | None = Field(
-        None, description="ε of one cell's release per window; unset: derived from the cap."
+        None,
+        description=(
+            "dp mode only: ε of one cell's release per window, a decimal (0 < ε ≤ 10); unset: "
+            "cap / (windows a day × cells), rounded down to 2 significant digits."
+        ),
     )
     daily_epsilon_cap: Decimal = Field(
-        Decimal("0.3"), gt=0, le=100, description="Most ε one contributor-day may cost."
+        Decimal("0.3"),
+        gt=0,
+        le=100,
+        description=(
+            "dp mode only: most ε one contributor-day may cost (Tor's budget); the relay "
+            "refuses to start over it."
+        ),
     )
     nodes: list[NodeRef] = Field(
         default_factory=list,
-        description="The public node list. dp mode: every node × region is published each "
-        "window. aggregate mode (optional): these nodes are exempt from the node budgets.",
+        description=(
+            "`[{role, id}, …]`, the public nodes. dp mode (required): whose cells (× regions) "
+            "are published every window. aggregate mode (optional): exempt from the node "
+            "budgets."
+        ),
     )
 
     @property
@@ -142,21 +205,64 @@ class PrivacyConfig(_Section):
 
 
 class SinkConfig(_Section):
-    type: Literal["store", "elasticsearch", "ndjson"] = "store"
-    url: str | None = None
-    api_key: SecretStr | None = None
-    index_prefix: str = Field("relay-", pattern=r"^[a-z0-9][a-z0-9._-]*$")
-    path: Path | None = Field(None, description="ndjson only: the file appended to.")
+    type: Literal["store", "elasticsearch", "ndjson"] = Field(
+        "store", description="`store` (embedded SQLite), `elasticsearch` or `ndjson`."
+    )
+    url: str | None = Field(
+        None,
+        description=(
+            "Elasticsearch only, required for it: the cluster URL, e.g. "
+            "`https://es.example.org:9200`."
+        ),
+    )
+    api_key: SecretStr | None = Field(
+        None,
+        description=(
+            "Elasticsearch only: the encoded API key from `relay es-setup` (write-only, "
+            "`create_doc`); keep it in the environment, not the file."
+        ),
+    )
+    index_prefix: str = Field(
+        "relay-",
+        pattern=r"^[a-z0-9][a-z0-9._-]*$",
+        description=(
+            "Prefix of the `_index` names in documents (`<prefix>batches-<origin "
+            "slug>-YYYY.MM`); with `elasticsearch`, a prefix and origin whose index names "
+            "would exceed 255 bytes are refused at start."
+        ),
+    )
+    path: Path | None = Field(
+        None, description="ndjson only: the file appended to. None: `<data_dir>/documents.ndjson`."
+    )
     ca_certs: Path | None = Field(
-        None, description="elasticsearch only: CA bundle for an https URL signed by a private CA."
+        None, description="Elasticsearch only: CA bundle for an `https` URL with a private CA."
     )
     request_timeout_seconds: float = Field(
-        30, gt=0, le=600, description="elasticsearch only: one bulk request's time limit."
+        30,
+        gt=0,
+        le=600,
+        description=(
+            "Elasticsearch only: time limit of one bulk request; a timeout is retried (the "
+            "re-send answers 409 for what was stored)."
+        ),
     )
     # A failed ship is retried after a jittered delay that doubles up to the cap, for ever: the
     # outbox byte cap, not an attempt count, bounds how long a sink may stay away.
-    retry_base_seconds: float = Field(0.5, gt=0, description="First retry delay.")
-    retry_max_seconds: float = Field(60, gt=0, description="Retry delay cap.")
+    retry_base_seconds: float = Field(
+        0.5,
+        gt=0,
+        description=(
+            "First delay after a failed ship; it doubles per failure, jittered (half to full)."
+        ),
+    )
+    retry_max_seconds: float = Field(
+        60,
+        gt=0,
+        description=(
+            "Cap of that delay; retries never stop (the `outbox.max_bytes` cap bounds an "
+            "outage, not an attempt count)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _needs_url(self) -> SinkConfig:
@@ -171,17 +277,20 @@ class StoreConfig(_Section):
     retention_days: int | None = Field(
         None,
         ge=1,
-        description="Embedded store: `relay retention` deletes batches (with their summaries) "
-        "whose window ended this many days ago, except held ones. None: keep everything.",
+        description=(
+            "Embedded store: `relay retention` deletes batches whose window ended this many "
+            "days ago, with their summaries, except held ones (the store's counterpart of "
+            "`relay es-setup --retention-days`). None: keep everything."
+        ),
     )
 
 
 class CorsConfig(_Section):
     allow_origins: list[str] = Field(
         default_factory=lambda: ["*"],
-        description="Browser origins allowed to POST events ('*' = any; no credentials are used).",
+        description="Browser origins allowed to call the API (`*` = any; no credentials are used).",
     )
-    max_age_seconds: int = Field(86400, ge=0)
+    max_age_seconds: int = Field(86400, ge=0, description="Preflight cache time.")
 
 
 class RateLimitConfig(_Section):
@@ -191,35 +300,61 @@ class RateLimitConfig(_Section):
     tokens belong to server-side apps or gateways that speak for many users.
     """
 
-    enabled: bool = True
-    ip_requests_per_second: float = Field(50, gt=0)
-    ip_request_burst: int = Field(100, ge=1)
-    ip_events_per_second: float = Field(5_000, gt=0)
-    ip_event_burst: int = Field(10_000, ge=1)
-    token_requests_per_second: float = Field(500, gt=0)
-    token_request_burst: int = Field(1_000, ge=1)
-    token_events_per_second: float = Field(50_000, gt=0)
-    token_event_burst: int = Field(100_000, ge=1)
+    enabled: bool = Field(True, description="`false` lifts all rate limits.")
+    ip_requests_per_second: float = Field(
+        50, gt=0, description="Requests per second per client IP (token bucket rate); past it 429."
+    )
+    ip_request_burst: int = Field(100, ge=1, description="Burst of requests per client IP.")
+    ip_events_per_second: float = Field(
+        5_000, gt=0, description="Events per second per client IP; past it 429."
+    )
+    ip_event_burst: int = Field(
+        10_000,
+        ge=1,
+        description="Burst of events per client IP; must be ≥ `ingest.max_events_per_request`.",
+    )
+    token_requests_per_second: float = Field(
+        500, gt=0, description="Requests per second per token; past it 429."
+    )
+    token_request_burst: int = Field(1_000, ge=1, description="Burst of requests per token.")
+    token_events_per_second: float = Field(
+        50_000, gt=0, description="Events per second per token; past it 429."
+    )
+    token_event_burst: int = Field(
+        100_000,
+        ge=1,
+        description="Burst of events per token; must be ≥ `ingest.max_events_per_request`.",
+    )
     max_tracked: int = Field(100_000, ge=100, description="Buckets kept in memory at most.")
 
 
 class AuthConfig(_Section):
-    required: bool = Field(False, description="Refuse (401) ingest requests without a token.")
+    required: bool = Field(False, description="Refuse ingest without a valid token (401).")
     bearer_tokens: dict[str, SecretStr] = Field(
-        default_factory=dict, description="Static tokens for server-side apps: name -> token."
+        default_factory=dict, description="Static tokens for server-side apps: name → token."
     )
     session_issuers: list[str] = Field(
         default_factory=list,
-        description="Verifier key strings of gateways allowed to sign session tokens.",
+        description="Verifier key strings of gateways that sign session tokens.",
     )
-    session_max_ttl_seconds: int = Field(86_400, ge=60)
+    session_max_ttl_seconds: int = Field(
+        86_400, ge=60, description="Longest session token lifetime accepted."
+    )
 
 
 class IngestConfig(_Section):
-    max_events_per_request: int = Field(1000, ge=1, le=100_000)
-    max_body_bytes: int = Field(1 * MIB, ge=1024, description="Limit after decompression.")
-    max_header_bytes: int = Field(8190, ge=1024, description="Longest header line accepted.")
-    body_timeout_seconds: float = Field(10, gt=0, description="Whole body must arrive by then.")
+    max_events_per_request: int = Field(
+        1000, ge=1, le=100_000, description="Events per request at most; more: 413."
+    )
+    max_body_bytes: int = Field(
+        1 * MIB, ge=1024, description="Body limit after decompression; more: 413."
+    )
+    max_header_bytes: int = Field(
+        8190, ge=1024, description="Longest request line / header accepted."
+    )
+    body_timeout_seconds: float = Field(
+        10, gt=0, description="The body must arrive within this; else 408."
+    )
     idle_timeout_seconds: float = Field(
         15, gt=0, description="A connection without a complete request by then is closed."
     )
@@ -239,7 +374,7 @@ class IngestConfig(_Section):
 
     trusted_proxies: list[str] = Field(
         default_factory=list,
-        description="CIDRs whose X-Forwarded-For is believed (reverse proxies in front of relay).",
+        description="CIDRs of reverse proxies whose `X-Forwarded-For` is believed.",
     )
     cors: CorsConfig = Field(default_factory=CorsConfig)
 
@@ -251,32 +386,59 @@ _KINDS: tuple[EventKind, ...] = ("request", "signal")
 class ClientConfig(_Section):
     """What apps are told at GET /v1/config (DESIGN §3.3); reloaded on SIGHUP."""
 
-    enabled_kinds: list[EventKind] = Field(default_factory=lambda: list(_KINDS))
-    sampling: dict[EventKind, Annotated[float, Field(ge=0, le=1)]] = Field(
-        default_factory=lambda: dict.fromkeys(_KINDS, 1.0)
+    enabled_kinds: list[EventKind] = Field(
+        default_factory=lambda: list(_KINDS), description="`/v1/config`: kinds clients should send."
     )
-    flush_interval_seconds: int = Field(30, ge=1)
-    max_batch_size: int = Field(50, ge=1)
-    max_age_seconds: int = Field(300, ge=0, description="Cache-Control max-age of /v1/config.")
+    sampling: dict[EventKind, Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=lambda: dict.fromkeys(_KINDS, 1.0),
+        description="`/v1/config`: share of each kind to send (0 – 1).",
+    )
+    flush_interval_seconds: int = Field(
+        30, ge=1, description="`/v1/config`: how often clients send."
+    )
+    max_batch_size: int = Field(50, ge=1, description="`/v1/config`: events per request.")
+    max_age_seconds: int = Field(300, ge=0, description="`Cache-Control: max-age` of `/v1/config`.")
 
 
 class WalConfig(_Section):
-    fsync: bool = Field(True, description="fsync each group commit (the 2xx durability promise).")
-    segment_bytes: int = Field(16 * MIB, ge=64 * 1024)
-    max_bytes: int = Field(1024 * MIB, ge=MIB, description="Over this, ingest answers 503.")
+    fsync: bool = Field(
+        True, description="fsync each group commit; `false` gives up the 2xx durability promise."
+    )
+    segment_bytes: int = Field(
+        16 * MIB, ge=64 * 1024, description="A segment rotates at this size and at each seal."
+    )
+    max_bytes: int = Field(1024 * MIB, ge=MIB, description="WAL cap; over it ingest answers 503.")
 
 
 class OutboxConfig(_Section):
-    max_bytes: int = Field(2048 * MIB, ge=MIB, description="Over this, ingest answers 503.")
-    ship_interval_seconds: float = Field(1.0, gt=0)
+    max_bytes: int = Field(
+        2048 * MIB,
+        ge=MIB,
+        description=(
+            "Cap on unshipped batches (as stored: ~1.2 kB per summary); over it ingest answers 503."
+        ),
+    )
+    ship_interval_seconds: float = Field(
+        1.0, gt=0, description="Idle polling interval of the shipper."
+    )
 
 
 class LeadSourceConfig(_Section):
-    type: Literal["store", "elasticsearch"] = "store"
-    url: str | None = None
-    api_key: SecretStr | None = None
-    index_prefix: str = Field("relay-", pattern=r"^[a-z0-9][a-z0-9._-]*$")
-    ca_certs: Path | None = Field(None, description="elasticsearch only: CA bundle for https.")
+    type: Literal["store", "elasticsearch"] = Field(
+        "store", description="`store` (`<data_dir>/store.sqlite`) or `elasticsearch`."
+    )
+    url: str | None = Field(None, description="Elasticsearch only; required for that type.")
+    api_key: SecretStr | None = Field(
+        None, description="Elasticsearch only: a read key (`relay es-setup --create-reader-key`)."
+    )
+    index_prefix: str = Field(
+        "relay-",
+        pattern=r"^[a-z0-9][a-z0-9._-]*$",
+        description="Elasticsearch only: reads `<prefix>batches-*` and `<prefix>summaries-*`.",
+    )
+    ca_certs: Path | None = Field(
+        None, description="Elasticsearch only: CA bundle for an https URL."
+    )
 
     @model_validator(mode="after")
     def _needs_url(self) -> LeadSourceConfig:
@@ -286,14 +448,17 @@ class LeadSourceConfig(_Section):
 
 
 class LeadListenConfig(ListenConfig):
-    port: int = Field(8788, ge=0, le=65535)
+    host: str = Field("127.0.0.1", description="Address of `relay lead` (API and dashboard).")
+    port: int = Field(8788, ge=0, le=65535, description="Port of `relay lead`.")
 
 
 class LeadThresholds(_Section):
-    """When `relay lead` calls a node down, degraded or healthy (README, "Node status")."""
+    """When `relay lead` calls a node down, degraded or healthy (docs/leads.md, "Node status")."""
 
     min_requests: int = Field(
-        10, ge=1, description="Fewer requests in the range: status unknown (too little evidence)."
+        10,
+        ge=1,
+        description="Fewer requests: status unknown ([Node status](leads.md#node-status)).",
     )
     down_success_ratio: float = Field(0.5, ge=0, le=1, description="Below it: down.")
     degraded_success_ratio: float = Field(0.95, ge=0, le=1, description="Below it: degraded.")
@@ -312,20 +477,24 @@ class LeadThresholds(_Section):
 
 
 class LeadMetricsConfig(_Section):
-    """What `relay lead` reports at /metrics and judges for notifications (README "Alerts")."""
+    """What `relay lead` serves at /metrics and judges for alerts (docs/leads.md "Alerts")."""
 
     range_seconds: int = Field(
-        900, ge=60, le=86400, description="Trailing range of sealed windows a node is judged on."
+        900,
+        ge=60,
+        le=86400,
+        description=(
+            "`/metrics` and notifications judge nodes on this trailing range "
+            "([Alerts](leads.md#alerts))."
+        ),
     )
     remember_seconds: int = Field(
         86400,
         ge=60,
         le=30 * 86400,
-        description="A node with verified traffic this recent stays listed when it falls silent.",
+        description="A node with verified traffic this recently stays listed when silent.",
     )
-    max_nodes: int = Field(
-        1000, ge=1, le=100_000, description="Most nodes listed (the busiest); the rest are counted."
-    )
+    max_nodes: int = Field(1000, ge=1, le=100_000, description="Most nodes listed (the busiest).")
 
 
 class WebhookConfig(_Section):
@@ -342,34 +511,53 @@ class WebhookConfig(_Section):
 
 
 class LeadNotifyConfig(_Section):
-    webhooks: list[WebhookConfig] = Field(default_factory=list)
-    interval_seconds: float = Field(
-        60, gt=0, le=3600, description="How often node statuses and findings are compared."
+    webhooks: list[WebhookConfig] = Field(
+        default_factory=list,
+        description=(
+            "`[{url, format: json|discord|slack}]`: status changes posted there "
+            "([Alerts](leads.md#alerts))."
+        ),
     )
-    max_per_hour: int = Field(30, ge=1, description="Messages per webhook per hour, at most.")
-    attempts: int = Field(5, ge=1, le=20, description="Tries per message (5xx, 429, no answer).")
-    retry_initial_seconds: float = Field(2.0, gt=0, description="First backoff; doubles per try.")
-    timeout_seconds: float = Field(10.0, gt=0, le=120)
+    interval_seconds: float = Field(
+        60, gt=0, le=3600, description="How often statuses and findings are compared."
+    )
+    max_per_hour: int = Field(
+        30, ge=1, description="Messages per webhook per hour; more are dropped and counted."
+    )
+    attempts: int = Field(5, ge=1, le=20, description="Tries per message (no answer, 429, 5xx).")
+    retry_initial_seconds: float = Field(
+        2.0, gt=0, description="First backoff between tries; it doubles per try."
+    )
+    timeout_seconds: float = Field(10.0, gt=0, le=120, description="Per-post timeout.")
 
 
 class LeadConfig(_Section):
     listen: LeadListenConfig = Field(default_factory=LeadListenConfig)
     source: LeadSourceConfig = Field(default_factory=LeadSourceConfig)
-    registry: Path | None = Field(None, description="Default: <data_dir>/registry.yaml")
+    registry: Path | None = Field(
+        None,
+        description=(
+            "Operator registry; `relay serve` adds its own key there on first start; `relay "
+            "witness` polls the entries of it that have a `url`. None: "
+            "`<data_dir>/registry.yaml`."
+        ),
+    )
     thresholds: LeadThresholds = Field(default_factory=LeadThresholds)
     api_tokens: dict[str, SecretStr] = Field(
         default_factory=dict,
-        description="Read-only bearer tokens (name -> token); none = the API is open.",
+        description="Read-only bearer tokens (name → token) for the lead API; none: open.",
     )
     verify_interval_seconds: float = Field(
-        15, gt=0, le=86400, description="How often to look for new data and verify it again."
+        15, gt=0, le=86400, description="How often `relay lead` looks for new data to verify."
     )
     metrics: LeadMetricsConfig = Field(default_factory=LeadMetricsConfig)
     notify: LeadNotifyConfig = Field(default_factory=LeadNotifyConfig)
     key: Path | None = Field(
         None,
-        description="The lead's Ed25519 key (`relay keygen`), signing holds and period "
-        "reports. Default: <data_dir>/lead.key",
+        description=(
+            "The lead's Ed25519 key (`relay keygen --origin <lead name> --out FILE`), signing "
+            "holds and period reports. None: `<data_dir>/lead.key`."
+        ),
     )
 
 
@@ -383,16 +571,36 @@ class WitnessConfig(_Section):
     name: str = Field(
         default_factory=_default_witness_name,
         pattern=r"^[^+\s]{1,255}$",
-        description="The witness's key name, used when its key is generated; a schema-less URL "
-        "by convention (c2sp.org/tlog-cosignature).",
+        json_schema_extra={"shown_default": "witness.local/<hostname>"},
+        description=(
+            "`relay witness`: the key name its key is generated with (by convention a "
+            "schema-less URL)."
+        ),
     )
-    key: Path | None = Field(None, description="Default: <data_dir>/witness/witness.key")
-    poll_interval_seconds: float = Field(60, gt=0, le=86400)
-    timeout_seconds: float = Field(10, gt=0, le=300, description="Per HTTP request.")
+    key: Path | None = Field(
+        None,
+        description=(
+            "`relay witness`: its Ed25519 key file (signed-note private key format, mode "
+            "0600), generated on first start. None: `<data_dir>/witness/witness.key`."
+        ),
+    )
+    poll_interval_seconds: float = Field(
+        60, gt=0, le=86400, description="`relay witness`: time between rounds over the operators."
+    )
+    timeout_seconds: float = Field(
+        10, gt=0, le=300, description="`relay witness`: limit of one HTTP request to an operator."
+    )
 
 
 class MetricsListenConfig(ListenConfig):
-    port: int = Field(9787, ge=0, le=65535)
+    host: str = Field(
+        "127.0.0.1",
+        description="Address of the operator listener: `/metrics` and the detailed `/readyz` "
+        "(P9); no CORS, no auth, so keep it private.",
+    )
+    port: int = Field(
+        9787, ge=0, le=65535, description="Port of the operator listener (`0`: any free port)."
+    )
 
 
 class MetricsConfig(_Section):
@@ -407,8 +615,12 @@ class MetricsConfig(_Section):
 
 
 class LogConfig(_Section):
-    format: Literal["text", "json"] = "text"
-    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = Field(
+        "text", description="`text` or `json` (one object per line, stderr)."
+    )
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="`debug`, `info`, `warning`, `error`."
+    )
 
 
 def _default_origin() -> str:
@@ -422,9 +634,24 @@ class Settings(BaseSettings):
         env_prefix="RELAY_", env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
-    origin: str = Field(default_factory=_default_origin, pattern=r"^[^+\s]{1,255}$")
+    origin: str = Field(
+        default_factory=_default_origin,
+        pattern=r"^[^+\s]{1,255}$",
+        json_schema_extra={"shown_default": "relay.local/<hostname>"},
+        description=(
+            "Name of this relay in batches, checkpoints and the verifier key; no `+` or white "
+            "space, ≤ 255 characters; must match the key in `data_dir`."
+        ),
+    )
     listen: ListenConfig = Field(default_factory=ListenConfig)
-    data_dir: Path = Path("./relay-data")
+    data_dir: Path = Field(
+        Path("./relay-data"),
+        json_schema_extra={"shown_default": "./relay-data"},
+        description=(
+            "Key, registry, WAL, outbox and embedded store; `relay serve` makes it 0700 and "
+            "its files 0600 (umask 077)."
+        ),
+    )
     window: WindowConfig = Field(default_factory=WindowConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     sink: SinkConfig = Field(default_factory=SinkConfig)
@@ -437,7 +664,9 @@ class Settings(BaseSettings):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     witness: WitnessConfig = Field(default_factory=WitnessConfig)
     log: LogConfig = Field(default_factory=LogConfig)
-    shutdown_timeout: float = Field(10.0, gt=0, le=600)
+    shutdown_timeout: float = Field(
+        10.0, gt=0, le=600, description="Seconds allowed on SIGTERM for sealing and shipping."
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -193,7 +193,7 @@ class Proxy:
 
 
 def page_html(relay: RunningRelay, reporter_url: str) -> str:
-    """The app's page: the client from the relay, pinned with SRI, as README "Browser client"."""
+    """The app's page: the client from the relay, pinned with SRI (docs/integrators.md)."""
     script = relay.url("/v1/client.js")
     return f"""<!doctype html><meta charset="utf-8"><title>app</title>
 <link rel="icon" href="data:,">

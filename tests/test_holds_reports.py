@@ -408,7 +408,7 @@ def test_hold_and_retention_on_the_command_line(
 
 
 async def test_a_hold_checks_by_hand_as_the_readme_says(settings: Settings) -> None:
-    """README "For auditors": PyNaCl and rfc8785 alone, with the published lead key."""
+    """docs/auditors.md "For auditors": PyNaCl and rfc8785 alone, with the published lead key."""
     import nacl.exceptions
     import rfc8785
     from nacl.signing import VerifyKey

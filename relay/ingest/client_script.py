@@ -1,4 +1,5 @@
-"""`GET /v1/client.js`: the browser client (README "Browser client"), read once from the package.
+"""`GET /v1/client.js`: the browser client (docs/integrators.md "Browser client"), read once
+from the package.
 
 Its ETag is its Subresource Integrity value (`sha384-…`), so the header a page sees is the
 `integrity` attribute it pins, and a poll with `If-None-Match` answers 304 until the relay ships

@@ -236,7 +236,8 @@ def _middleware(tokens: Mapping[str, str]) -> Callable[..., Awaitable[web.Stream
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            # /metrics holds what /v1/nodes does; Prometheus sends the token (README "Alerts").
+            # /metrics holds what /v1/nodes does; Prometheus sends the token (docs/leads.md
+            # "Alerts").
             needs_token = secrets and (
                 request.path.startswith("/v1/") or request.path == "/metrics"
             )

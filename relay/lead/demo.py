@@ -9,7 +9,7 @@ Then run `relay lead --config <dir>/lead.yaml`.
 
 The traffic follows a script per node: one healthy, one that degrades in the last hour and a half,
 one with an outage three hours ago, one that is slow, a healthy storage node and one that went
-down 45 minutes ago. Two more are seen as Atlas reports them (README "What Atlas reports"): a
+down 45 minutes ago. Two more are seen as Atlas reports them (docs/leads.md "What Atlas reports"): a
 distributor with successful downloads only and a storage bucket with failed uploads only; and
 some uploads find no storage operator (the network-wide cell `_all`).
 """

@@ -2,7 +2,7 @@
 
 Everything comes from a relay.lead.watch snapshot taken at scrape time, so it is only verified
 data, like the API. Values over the trailing range are gauges (they go down as well as up); the
-lead's own counters (notifications) follow. Labels and what bounds them (README "Alerts"):
+lead's own counters (notifications) follow. Labels and what bounds them (docs/leads.md "Alerts"):
 
 - `role`, `id`: nodes published in verified batches within `lead.metrics.remember_seconds`, at
   most `lead.metrics.max_nodes`; `region`: the coarse regions (P3) those nodes had traffic in;

@@ -13,7 +13,7 @@ one side only. `coverage` says which sides the figures hold:
 Summaries count outcomes over all ops together (not per op), so coverage is decided per node,
 region or point over all its requests; `ops` says which operations those were.
 
-Status (thresholds in `lead.thresholds`, README "Node status"), first match wins:
+Status (thresholds in `lead.thresholds`, docs/leads.md "Node status"), first match wins:
 
 - unknown: fewer than `min_requests` requests in the range: too little to judge; or one-sided
   data (failures only; successes only and not slow): nothing to judge the node on;

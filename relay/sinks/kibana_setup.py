@@ -9,7 +9,8 @@ same credentials, idempotently:
 - a role `<prefix>dashboard-reader` for people who look at dashboards: `read` on `<prefix>*`
   and read-only Discover, Dashboard and Visualize in every space, made with Kibana's role API
   (`PUT /api/security/role/{name}`, create or update). People log in to Kibana as users (an
-  API key cannot log in), so give this role to their users (README "Elasticsearch and Kibana").
+  API key cannot log in), so give this role to their users (docs/leads.md "Elasticsearch and
+  Kibana").
 
 Kibana refuses a write without the `kbn-xsrf` header; every request sends it.
 """
