@@ -27,7 +27,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from relay.ingest.models import NodeRef
+from relay.core.vocabulary import NodeRef
 from relay.privacy.ledger import plan_budget
 from relay.sinks.documents import MAX_INDEX_NAME, index_name
 

@@ -26,6 +26,7 @@ from relay.attest.keys import OperatorKey
 from relay.attest.rotation import KeyRotation
 from relay.backpressure import Backpressure
 from relay.config import ConfigError, Settings
+from relay.core.clock import wall_clock_ms
 from relay.ingest.client_config import ClientConfigDocument
 from relay.ingest.scrub import Admission
 from relay.metrics import RelayMetrics
@@ -40,13 +41,9 @@ from relay.seal.stage import SealStage
 from relay.sinks.factory import make_sink
 from relay.wal.log import WriteAheadLog
 
-__all__ = ["OperatorRelay", "load_or_create_key", "tune_gc", "wall_clock_ms"]
+__all__ = ["OperatorRelay", "load_or_create_key", "tune_gc"]
 
 log = logging.getLogger(__name__)
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _private_dir(path: Path) -> None:

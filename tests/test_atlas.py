@@ -8,7 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from relay.ingest.atlas import NETWORK_WIDE, classify_error, distributor_node, scrub_atlas
+from relay.core.vocabulary import NETWORK_WIDE
+from relay.ingest.atlas import classify_error, distributor_node, scrub_atlas
 from relay.ingest.decode import decode_atlas
 from relay.ingest.scrub import Admission, RequestContext, ScrubResult
 from relay.observation import ms_bucket

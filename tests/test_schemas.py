@@ -22,7 +22,8 @@ import yaml
 from pydantic import ValidationError
 
 from relay import schemagen
-from relay.ingest.models import NativeEvent, NativePayload, Op, Outcome, Signal
+from relay.core.vocabulary import Op, Outcome, Signal
+from relay.ingest.models import NativeEvent, NativePayload
 from relay.registry import Registry
 from relay.sinks.documents import Document
 from tests import atlas_client

@@ -23,8 +23,8 @@ from typing import Any
 
 import orjson
 
-from relay.attest._b64 import b64decode
 from relay.attest.keys import OperatorKey, VerifierKey
+from relay.core.b64 import b64decode
 from relay.lead.service import LeadService
 from relay.lead.statement import (
     HOLD_DOMAIN,

@@ -18,10 +18,10 @@ from __future__ import annotations
 import binascii
 from typing import Any, Final
 
-from relay.attest._b64 import b64decode, b64encode
 from relay.attest.canonical import canonical_json
 from relay.attest.errors import NonCanonicalError
 from relay.attest.keys import OperatorKey, VerifierKey
+from relay.core.b64 import b64decode, b64encode
 
 __all__ = ["HOLD_DOMAIN", "REPORT_DOMAIN", "StatementError", "open_statement", "sign_statement"]
 

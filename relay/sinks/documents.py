@@ -9,7 +9,6 @@ ours (`same_source`): anyone else who can write the index could have taken the i
 
 from __future__ import annotations
 
-import binascii
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import orjson
 
 from relay.attest.batch import SignedBatch
 from relay.attest.merkle import inclusion_proofs, leaf_hash
+from relay.core.b64 import b64encode
 
 __all__ = [
     "DOCUMENT_SCHEMA",
@@ -85,11 +85,6 @@ def own_index_patterns(prefix: str, origin: str) -> list[str]:
     return [f"{prefix}{kind}-{slug}-????.??" for kind in ("batches", "summaries")]
 
 
-def _b64(data: bytes) -> str:
-    # binascii directly: 14 proof hashes per summary make this a hot spot of sealing.
-    return binascii.b2a_base64(data, newline=False).decode("ascii")
-
-
 def batch_documents(
     signed: SignedBatch,
     summaries: Sequence[dict[str, Any]],
@@ -103,8 +98,8 @@ def batch_documents(
     batch_source = {
         **header,
         "signed": signed.msg.decode("utf-8"),
-        "sig": _b64(signed.sig),
-        "batch_hash": _b64(signed.batch_hash),
+        "sig": b64encode(signed.sig),
+        "batch_hash": b64encode(signed.batch_hash),
         "checkpoint": checkpoint,
     }
     documents = [
@@ -125,9 +120,9 @@ def batch_documents(
             "seq": seq,
             "i": i,
             "att": {
-                "leaf_hash": _b64(hashed),
+                "leaf_hash": b64encode(hashed),
                 "n": n,
-                "proof": [encoded.get(p) or encoded.setdefault(p, _b64(p)) for p in proof],
+                "proof": [encoded.get(p) or encoded.setdefault(p, b64encode(p)) for p in proof],
             },
         }
         documents.append(Document(summary_index, f"{origin}|s|{seq}|{i}", source))
@@ -155,7 +150,7 @@ def attested_leaf_hash(att: Mapping[str, Any]) -> str | None:
     leaf, stated = att.get("leaf"), att.get("leaf_hash")
     if isinstance(leaf, str):
         try:
-            return _b64(leaf_hash(leaf.encode("utf-8")))
+            return b64encode(leaf_hash(leaf.encode("utf-8")))
         except UnicodeEncodeError:
             return None
     return stated if isinstance(stated, str) else None

@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
-from relay.attest._b64 import b64decode
 from relay.attest.merkle import HASH_SIZE
+from relay.core.b64 import b64decode
 from relay.registry import Registry
 from relay.verify.checkpoints import SavedCheckpoint, open_saved_checkpoint
 from relay.verify.errors import VerifyError

@@ -33,7 +33,7 @@ from __future__ import annotations
 import binascii
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import Any
 
 import orjson
 from pydantic import ValidationError
@@ -47,6 +47,8 @@ from relay.attest.merkle import (
     root_from_leaf_hashes,
     verify_inclusion,
 )
+from relay.core.b64 import b64encode
+from relay.core.numbers import is_int
 from relay.schemagen import LeafContent
 from relay.verify.findings import Code
 
@@ -77,7 +79,7 @@ class SummaryLeaf:
 def read_summary(source: Mapping[str, Any]) -> SummaryLeaf:
     """The position, leaf (hash) and proof of a summary document's `_source`, in either format."""
     i = source.get("i")
-    if not _is_int(i) or i < 0:
+    if not is_int(i) or i < 0:
         return SummaryLeaf(None, None, None, None, _unreadable("has no valid position i"))
     att = source.get("att")
     if not isinstance(att, dict):
@@ -110,7 +112,7 @@ class BatchTree:
     def __init__(self, leaf_hashes: Sequence[bytes]) -> None:
         self._hashes = list(leaf_hashes)
         self.root = root_from_leaf_hashes(self._hashes)
-        self._paths = [[_b64(h) for h in path] for path in inclusion_proofs(self._hashes)]
+        self._paths = [[b64encode(h) for h in path] for path in inclusion_proofs(self._hashes)]
 
     def proves(self, leaf: SummaryLeaf) -> bool:
         i = leaf.i
@@ -150,7 +152,7 @@ def check_summary(
     else:
         problem = _compare_hash(source, leaf.hash)
     att_n = source["att"].get("n")
-    if problem is None and (not _is_int(att_n) or att_n != n):
+    if problem is None and (not is_int(att_n) or att_n != n):
         problem = (Code.LEAF_MISMATCH, f"att.n is {att_n!r}, the signed batch has n = {n}")
     return problem or _invalid_content(source)
 
@@ -269,15 +271,6 @@ def _decode_hash(text: object) -> bytes | None:
     except (binascii.Error, ValueError):
         return None
     # Standard base64 has one spelling per hash (as BatchTree.proves requires too).
-    if len(digest) != HASH_SIZE or _b64(digest) != text:
+    if len(digest) != HASH_SIZE or b64encode(digest) != text:
         return None
     return digest
-
-
-def _b64(data: bytes) -> str:
-    return binascii.b2a_base64(data, newline=False).decode("ascii")
-
-
-def _is_int(value: object) -> TypeGuard[int]:
-    # bool is an int subclass, but true is not a position or a seq.
-    return isinstance(value, int) and not isinstance(value, bool)

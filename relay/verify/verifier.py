@@ -19,13 +19,15 @@ import base64
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import Any
 
 from relay.attest.batch import ZERO_HASH
 from relay.attest.checkpoint import open_checkpoint
 from relay.attest.cosignature import CosignerKey, cosigned_at
 from relay.attest.errors import CheckpointError
 from relay.attest.merkle import EMPTY_ROOT, CompactRange, leaf_hash
+from relay.core.b64 import b64encode
+from relay.core.numbers import is_int
 from relay.registry import Registry
 from relay.sinks.documents import Document
 from relay.verify.batches import Emit, OpenedBatch, open_batch
@@ -161,7 +163,7 @@ class Verifier:
     def feed(self, document: Document) -> None:
         source = document.source
         origin, seq = source.get("origin"), source.get("seq")
-        if not isinstance(origin, str) or not _is_int(seq) or seq < 0:
+        if not isinstance(origin, str) or not is_int(seq) or seq < 0:
             self._malformed(document, origin, seq)
             return
         if self._group != (origin, seq):
@@ -192,7 +194,7 @@ class Verifier:
         self._emit(
             code,
             origin if isinstance(origin, str) else None,
-            seq if _is_int(seq) else None,
+            seq if is_int(seq) else None,
             document.id,
             "document has no valid origin and seq, so it cannot belong to a signed batch",
         )
@@ -257,7 +259,7 @@ class Verifier:
         if expected is not None:
             for batch in trusted:
                 assert batch.header is not None
-                if batch.header["prev"] == _b64(expected):
+                if batch.header["prev"] == b64encode(expected):
                     return batch
         return trusted[0]
 
@@ -294,7 +296,7 @@ class Verifier:
         if batch.header is not None:
             self.report.heads[origin] = OriginHead(
                 seq=seq,
-                batch_hash=_b64(batch.batch_hash),
+                batch_hash=b64encode(batch.batch_hash),
                 checkpoint=self._check_stored_checkpoint(chain, seq, batch, emit),
                 last_window_end_ms=batch.header["window_end_ms"],
             )
@@ -308,16 +310,16 @@ class Verifier:
         if end <= start:
             emit(Code.WINDOW_DISCONTINUITY, f"window [{start}, {end}) is empty", batch.doc_id)
         if seq == 0:
-            if header["prev"] != _b64(ZERO_HASH):
+            if header["prev"] != b64encode(ZERO_HASH):
                 emit(Code.PREV_MISMATCH, "seq 0 must have prev = 32 zero bytes", batch.doc_id)
             return True
         last = chain.last if seq == chain.next_seq else None
         if last is None:
             return self._check_start(chain, seq, batch, emit)
-        if header["prev"] != _b64(last.batch_hash):
+        if header["prev"] != b64encode(last.batch_hash):
             emit(
                 Code.PREV_MISMATCH,
-                f"prev {header['prev']} is not the batch_hash {_b64(last.batch_hash)} of seq "
+                f"prev {header['prev']} is not the batch_hash {b64encode(last.batch_hash)} of seq "
                 f"{seq - 1}",
                 batch.doc_id,
             )
@@ -353,11 +355,11 @@ class Verifier:
         if start is None or seq != start.seq:
             return False
         assert batch.header is not None
-        if batch.header["prev"] != _b64(start.prev):
+        if batch.header["prev"] != b64encode(start.prev):
             emit(
                 Code.PREV_MISMATCH,
-                f"prev {batch.header['prev']} is not {_b64(start.prev)}, the batch_hash of seq "
-                f"{seq - 1} recorded when the batches before seq {seq} were deleted",
+                f"prev {batch.header['prev']} is not {b64encode(start.prev)}, the batch_hash of "
+                f"seq {seq - 1} recorded when the batches before seq {seq} were deleted",
                 batch.doc_id,
             )
         return True
@@ -395,9 +397,9 @@ class Verifier:
         chain.log_diverged = True
         emit(
             Code.CHECKPOINT_MISMATCH,
-            f"stored checkpoint root {_b64(checkpoint.root)} is not the root "
-            f"{_b64(chain.log.root())} of the batch messages read; later stored checkpoints of "
-            "this origin are not compared",
+            f"stored checkpoint root {b64encode(checkpoint.root)} is not the root "
+            f"{b64encode(chain.log.root())} of the batch messages read; later stored checkpoints "
+            "of this origin are not compared",
             batch.doc_id,
         )
         return None
@@ -444,8 +446,8 @@ class Verifier:
                     origin,
                     size - 1,
                     None,
-                    f"saved checkpoint of size {size} has root {_b64(checkpoint.root)}, but the "
-                    f"retention marker's log of that size has {_b64(start.log.root())}",
+                    f"saved checkpoint of size {size} has root {b64encode(checkpoint.root)}, but "
+                    f"the retention marker's log of that size has {b64encode(start.log.root())}",
                 )
             return
         same_size = chain.saved.setdefault(size, [])
@@ -457,8 +459,8 @@ class Verifier:
                     size - 1,
                     None,
                     f"two saved checkpoints of size {size} have different roots "
-                    f"({_b64(other.checkpoint.root)}, {_b64(checkpoint.root)}): the operator "
-                    "showed different logs to different parties",
+                    f"({b64encode(other.checkpoint.root)}, {b64encode(checkpoint.root)}): the "
+                    "operator showed different logs to different parties",
                 )
                 break
         same_size.append(saved)
@@ -473,9 +475,9 @@ class Verifier:
                     origin,
                     seq,
                     None,
-                    f"saved checkpoint of size {seq + 1} has root {_b64(saved.checkpoint.root)}, "
-                    f"but the batches read give {_b64(chain.log.root())}: the log was rewritten "
-                    "or forked",
+                    f"saved checkpoint of size {seq + 1} has root "
+                    f"{b64encode(saved.checkpoint.root)}, but the batches read give "
+                    f"{b64encode(chain.log.root())}: the log was rewritten or forked",
                 )
 
     # -- summaries (DESIGN §5.2) ----------------------------------------------------------------
@@ -590,10 +592,10 @@ class Verifier:
 def _events(source: dict[str, Any]) -> int | None:
     """requests + Σ signals of a summary, or None if they are not counts."""
     requests, signals = source.get("requests"), source.get("signals")
-    if not _is_int(requests) or not isinstance(signals, dict):
+    if not is_int(requests) or not isinstance(signals, dict):
         return None
     counts = list(signals.values())
-    return requests + sum(counts) if all(_is_int(c) for c in counts) else None
+    return requests + sum(counts) if all(is_int(c) for c in counts) else None
 
 
 def _why_unconfirmed(chain: _Chain, size: int) -> str:
@@ -605,7 +607,7 @@ def _why_unconfirmed(chain: _Chain, size: int) -> str:
 
 
 def _equivocation(seq: int, other_hash: bytes) -> str:
-    return f"another signed batch with seq {seq} exists (batch_hash {_b64(other_hash)})"
+    return f"another signed batch with seq {seq} exists (batch_hash {b64encode(other_hash)})"
 
 
 def _distinct(batches: Iterable[OpenedBatch]) -> list[OpenedBatch]:
@@ -619,12 +621,3 @@ def _distinct(batches: Iterable[OpenedBatch]) -> list[OpenedBatch]:
 def _few(values: list[int]) -> str:
     shown = ", ".join(map(str, values[:10]))
     return shown + (f" … ({len(values)} in all)" if len(values) > 10 else "")
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _is_int(value: object) -> TypeGuard[int]:
-    # bool is an int subclass, but true is not a position or a seq.
-    return isinstance(value, int) and not isinstance(value, bool)
