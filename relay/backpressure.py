@@ -106,4 +106,4 @@ class Backpressure:
         metrics.wal_bytes.set(self._wal.size_bytes)
         metrics.open_windows_bytes.set(self._windows.estimated_bytes)
         metrics.open_windows.set(len(self._windows))
-        metrics.update_outbox(self._outbox)
+        metrics.update_outbox(*self._outbox.depth(), self._outbox.size_bytes)

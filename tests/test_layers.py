@@ -31,28 +31,24 @@ LAYERS: list[set[str]] = [
     {"metrics"},
     {"sinks"},
     {"verify"},
-    {"witness"},
     # Stages.
     {"outbox"},
     {"seal"},
     {"backpressure"},
     # The operator relay, then the programs that run relays and read their output.
     {"serve"},
-    {"lead", "bench"},
+    {"lead", "witness", "bench"},
     {"cli", "__main__"},
 ]
 
 # Imports that still break the contract, each to be removed (issue 14); the test fails when one
 # of them is gone, so that this list only shrinks.
 KNOWN: dict[tuple[str, str], str] = {
-    ("relay.observation", "relay.aggregate.histogram"): "the bucket bounds belong below both",
+    # The bucket layout belongs below both (in core), but the published schemas' Histogram
+    # description names relay.aggregate.histogram, and the schemas must not change with a move.
+    ("relay.observation", "relay.aggregate.histogram"): "observation and aggregate (cycle)",
     ("relay.privacy.dp_release", "relay.config"): "the release is planned from the config",
     ("relay.config", "relay.sinks.documents"): "index names are checked by the configuration",
-    ("relay.metrics", "relay.outbox.outbox"): "the outbox gauge reads the outbox (cycle)",
-    ("relay.sinks.retention", "relay.verify.verifier"): "ChainStart is written by the sinks",
-    ("relay.sinks.store", "relay.verify.verifier"): "ChainStart is written by the sinks",
-    ("relay.verify.consistency", "relay.witness.judge"): "the consistency judgement is shared",
-    ("relay.witness.command", "relay.serve"): "load_or_create_key: key files are not serving",
     ("relay.verify.command", "relay.lead.report"): "relay verify --report re-checks lead reports",
     ("relay.ingest.http", "relay.serve"): "the ingest app is built around OperatorRelay",
 }

@@ -41,10 +41,10 @@ from relay.lead.store_source import StoreSource
 from relay.lead.timerange import TimeRange
 from relay.lead.verification import Verification, VerificationCache
 from relay.registry import Registry
-from relay.sinks.documents import Document
+from relay.sinks.documents import ChainStart, Document
 from relay.sinks.store import EmbeddedStore
 from relay.verify.report import VerificationReport
-from relay.verify.verifier import ChainStart, verify_documents
+from relay.verify.verifier import verify_documents
 
 __all__ = ["ReportFinding", "build_report", "load_report", "recheck_report", "render_report"]
 

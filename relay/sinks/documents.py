@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from relay.attest.batch import SignedBatch
-from relay.attest.merkle import inclusion_proofs, leaf_hash
+from relay.attest.merkle import CompactRange, inclusion_proofs, leaf_hash
 from relay.core.b64 import b64encode
 
 __all__ = [
@@ -43,6 +43,23 @@ DOCUMENT_SCHEMA = 2
 #: Elasticsearch refuses index names longer than this many bytes.
 MAX_INDEX_NAME = 255
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+@dataclass(frozen=True, slots=True)
+class ChainStart:
+    """Where an origin's chain starts when its first batches are gone on purpose.
+
+    Retention of the embedded store leaves one (relay/sinks/retention.py), and so does a hold
+    (relay/lead/holds.py). Batch ``seq`` is then the first one, its `prev` must be ``prev`` and,
+    when ``log`` (the frontier of the log of batch messages 0..seq − 1) is known, every stored
+    checkpoint is still checked against the log: a wrong marker shows as `checkpoint_mismatch`
+    against the operator's own signed checkpoints. Without it the stored checkpoints are checked
+    for signature and size only, as after a missing batch.
+    """
+
+    seq: int
+    prev: bytes
+    log: CompactRange | None
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,7 @@ from typing import Any
 import orjson
 
 from relay.attest.merkle import CompactRange
-from relay.sinks.documents import Document, same_source
-from relay.verify.verifier import ChainStart
+from relay.sinks.documents import ChainStart, Document, same_source
 
 __all__ = ["EmbeddedStore"]
 

@@ -16,13 +16,13 @@ from relay.attest.cosignature import CosignerKey
 from relay.attest.errors import AttestError, InvalidVerifierKeyError
 from relay.attest.keys import VerifierKey
 from relay.registry import Registry, RegistryError
-from relay.sinks.documents import Document
+from relay.sinks.documents import ChainStart, Document
 from relay.verify.consistency import operator_proof_findings
 from relay.verify.elasticsearch import elasticsearch_documents
 from relay.verify.errors import SourceError, VerifyError
 from relay.verify.report import VerificationReport
 from relay.verify.sources import ndjson_documents, store_chain_starts, store_documents
-from relay.verify.verifier import ChainStart, verify_documents
+from relay.verify.verifier import verify_documents
 
 __all__ = ["add_verify_command"]
 

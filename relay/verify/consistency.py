@@ -21,8 +21,8 @@ from relay.registry import Registry
 from relay.verify.checkpoints import SavedCheckpoint, open_saved_checkpoint
 from relay.verify.errors import VerifyError
 from relay.verify.findings import Code, Finding
+from relay.verify.judge import Inconsistent, Seen, judge, needs_proof
 from relay.verify.keyring import Keyring
-from relay.witness.judge import Inconsistent, Seen, judge, needs_proof
 
 __all__ = ["fetch_json", "operator_proof_findings", "parse_proof"]
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from relay.attest.batch import ZERO_HASH
@@ -29,7 +28,7 @@ from relay.attest.merkle import EMPTY_ROOT, CompactRange, leaf_hash
 from relay.core.b64 import b64encode
 from relay.core.numbers import is_int
 from relay.registry import Registry
-from relay.sinks.documents import Document
+from relay.sinks.documents import ChainStart, Document
 from relay.verify.batches import Emit, OpenedBatch, open_batch
 from relay.verify.checkpoints import SavedCheckpoint, open_saved_checkpoint
 from relay.verify.findings import Code, Finding
@@ -40,23 +39,6 @@ from relay.verify.report import OriginHead, OriginTotals, VerificationReport
 __all__ = ["ChainStart", "Verifier", "verify_documents"]
 
 _HASH = 32
-
-
-@dataclass(frozen=True, slots=True)
-class ChainStart:
-    """Where an origin's chain starts when its first batches are gone on purpose.
-
-    Retention of the embedded store leaves one (relay/sinks/retention.py), and so does a hold
-    (relay/lead/holds.py). Batch ``seq`` is then the first one, its `prev` must be ``prev`` and,
-    when ``log`` (the frontier of the log of batch messages 0..seq − 1) is known, every stored
-    checkpoint is still checked against the log: a wrong marker shows as `checkpoint_mismatch`
-    against the operator's own signed checkpoints. Without it the stored checkpoints are checked
-    for signature and size only, as after a missing batch.
-    """
-
-    seq: int
-    prev: bytes
-    log: CompactRange | None
 
 
 def verify_documents(
