@@ -47,8 +47,6 @@ KNOWN: dict[tuple[str, str], str] = {
     # The bucket layout belongs below both (in core), but the published schemas' Histogram
     # description names relay.aggregate.histogram, and the schemas must not change with a move.
     ("relay.observation", "relay.aggregate.histogram"): "observation and aggregate (cycle)",
-    ("relay.privacy.dp_release", "relay.config"): "the release is planned from the config",
-    ("relay.config", "relay.sinks.documents"): "index names are checked by the configuration",
     ("relay.verify.command", "relay.lead.report"): "relay verify --report re-checks lead reports",
     ("relay.ingest.http", "relay.serve"): "the ingest app is built around OperatorRelay",
 }

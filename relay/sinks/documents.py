@@ -9,10 +9,8 @@ ours (`same_source`): anyone else who can write the index could have taken the i
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -20,14 +18,13 @@ import orjson
 from relay.attest.batch import SignedBatch
 from relay.attest.merkle import CompactRange, inclusion_proofs, leaf_hash
 from relay.core.b64 import b64encode
+from relay.core.indices import index_name, origin_slug
 
 __all__ = [
     "DOCUMENT_SCHEMA",
     "Document",
     "attested_leaf_hash",
     "batch_documents",
-    "index_name",
-    "origin_slug",
     "own_index_patterns",
     "same_source",
     "unpack_source",
@@ -39,10 +36,6 @@ __all__ = [
 #: searchable fields, so storing it too doubled the bytes of every summary. Format 1 (`att.leaf`,
 #: the only one before) is still read everywhere: by `relay verify`, `relay lead` and the outbox.
 DOCUMENT_SCHEMA = 2
-
-#: Elasticsearch refuses index names longer than this many bytes.
-MAX_INDEX_NAME = 255
-_NOT_SLUG = re.compile(r"[^a-z0-9]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,20 +69,6 @@ class Document:
     def from_line(cls, line: bytes | str) -> Document:
         data = orjson.loads(line)
         return cls(data["_index"], data["_id"], data["_source"])
-
-
-def origin_slug(origin: str) -> str:
-    """The origin as it appears in index names (DESIGN §7, pinned): lower-cased, every run of
-    characters outside [a-z0-9] replaced by one `-` (`relay.example.org/eu-1` →
-    `relay-example-org-eu-1`). Two origins can share a slug; that only lets their keys write each
-    other's indices, and a 409 is still checked against the stored content."""
-    return _NOT_SLUG.sub("-", origin.lower())
-
-
-def index_name(prefix: str, kind: str, origin: str, window_start_ms: int) -> str:
-    """`<prefix><kind>-<origin slug>-YYYY.MM`, the month (UTC) of the window start."""
-    month = datetime.fromtimestamp(window_start_ms / 1000, tz=UTC).strftime("%Y.%m")
-    return f"{prefix}{kind}-{origin_slug(origin)}-{month}"
 
 
 def own_index_patterns(prefix: str, origin: str) -> list[str]:
