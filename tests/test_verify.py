@@ -23,12 +23,12 @@ from relay.attest.keys import OperatorKey
 from relay.attest.merkle import leaf_hash
 from relay.cli import main
 from relay.config import Settings
-from relay.ingest.problem import Problem
+from relay.core.document import Document
+from relay.core.problem import Problem
 from relay.lead.server import build_service
 from relay.lead.store_source import StoreSource
 from relay.lead.timerange import TimeRange
 from relay.registry import Registry
-from relay.sinks.documents import Document
 from relay.sinks.store import EmbeddedStore
 from relay.verify import Finding, verify_documents
 from relay.verify.elasticsearch import SORT, documents_from_hits, search_hits

@@ -34,6 +34,7 @@ import msgspec
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from relay.core.problem import Problem
 from relay.core.vocabulary import (
     NODE_ID_MAX,
     NODE_ID_PYTHON_PATTERN,
@@ -44,7 +45,6 @@ from relay.core.vocabulary import (
     Signal,
 )
 from relay.ingest import models
-from relay.ingest.problem import Problem
 
 __all__ = [
     "AtlasEvent",

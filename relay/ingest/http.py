@@ -23,6 +23,7 @@ from aiohttp import web
 
 from relay.aggregate.window import window_start
 from relay.attest.merkle import consistency_proof
+from relay.core.problem import Problem, http_error_problem, problem_response
 from relay.ingest.atlas import scrub_atlas
 from relay.ingest.auth import Authenticator, AuthError, Credential
 from relay.ingest.body import read_body
@@ -30,7 +31,6 @@ from relay.ingest.client_script import ClientScript
 from relay.ingest.decode import Decoded, EventError, decode_atlas, decode_native, too_many_events
 from relay.ingest.limits import RateLimiter
 from relay.ingest.native import scrub_native
-from relay.ingest.problem import Problem, http_error_problem, problem_response
 from relay.ingest.scrub import Admission, RequestContext, ScrubResult
 from relay.observation import IngestRecord
 from relay.privacy.contributor import network_material, source_network

@@ -21,8 +21,8 @@ from prometheus_client import CollectorRegistry
 
 from relay.aggregate.cells import MAX_SAFE_INT
 from relay.config import LeadMetricsConfig
+from relay.core.problem import Problem, http_error_problem, problem_response
 from relay.core.vocabulary import NODE_ID
-from relay.ingest.problem import Problem, http_error_problem, problem_response
 from relay.lead import exposition
 from relay.lead.service import LeadService
 from relay.lead.timerange import RangeError, TimeRange, parse_range, parse_step

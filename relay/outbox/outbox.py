@@ -16,7 +16,8 @@ from pathlib import Path
 
 import orjson
 
-from relay.sinks.documents import Document, unpack_source
+from relay.core.document import Document
+from relay.sinks.documents import unpack_source
 
 __all__ = ["ChainHead", "Outbox"]
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from relay.sinks.documents import Document
+from relay.core.document import Document
 
 __all__ = ["DeadLetter", "DeadLetterFile"]
 

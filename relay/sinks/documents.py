@@ -18,11 +18,11 @@ import orjson
 from relay.attest.batch import SignedBatch
 from relay.attest.merkle import CompactRange, inclusion_proofs, leaf_hash
 from relay.core.b64 import b64encode
+from relay.core.document import Document
 from relay.core.indices import index_name, origin_slug
 
 __all__ = [
     "DOCUMENT_SCHEMA",
-    "Document",
     "attested_leaf_hash",
     "batch_documents",
     "own_index_patterns",
@@ -53,22 +53,6 @@ class ChainStart:
     seq: int
     prev: bytes
     log: CompactRange | None
-
-
-@dataclass(frozen=True)
-class Document:
-    index: str
-    id: str
-    source: dict[str, Any]
-
-    def to_line(self) -> bytes:
-        """One NDJSON line of `relay export`, newline included."""
-        return orjson.dumps({"_index": self.index, "_id": self.id, "_source": self.source}) + b"\n"
-
-    @classmethod
-    def from_line(cls, line: bytes | str) -> Document:
-        data = orjson.loads(line)
-        return cls(data["_index"], data["_id"], data["_source"])
 
 
 def own_index_patterns(prefix: str, origin: str) -> list[str]:

@@ -18,7 +18,8 @@ from typing import Any
 import orjson
 
 from relay.attest.merkle import CompactRange
-from relay.sinks.documents import ChainStart, Document, same_source
+from relay.core.document import Document
+from relay.sinks.documents import ChainStart, same_source
 
 __all__ = ["EmbeddedStore"]
 

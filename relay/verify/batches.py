@@ -14,7 +14,7 @@ from typing import Any
 from relay.attest.batch import batch_hash, verify_batch
 from relay.attest.errors import BadSignatureError, MalformedBatchError, NonCanonicalError
 from relay.attest.keys import VerifierKey
-from relay.sinks.documents import Document
+from relay.core.document import Document
 from relay.verify.findings import Code
 from relay.verify.keyring import Keyring
 from relay.verify.leaves import same_json

@@ -15,8 +15,9 @@ import orjson
 from relay.attest.cosignature import CosignerKey
 from relay.attest.errors import AttestError, InvalidVerifierKeyError
 from relay.attest.keys import VerifierKey
+from relay.core.document import Document
 from relay.registry import Registry, RegistryError
-from relay.sinks.documents import ChainStart, Document
+from relay.sinks.documents import ChainStart
 from relay.verify.consistency import operator_proof_findings
 from relay.verify.elasticsearch import elasticsearch_documents
 from relay.verify.errors import SourceError, VerifyError

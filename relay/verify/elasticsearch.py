@@ -18,7 +18,7 @@ from typing import Any
 from elastic_transport import TransportError
 from elasticsearch import ApiError, Elasticsearch
 
-from relay.sinks.documents import Document
+from relay.core.document import Document
 from relay.verify.errors import SourceError
 from relay.verify.sources import document_from_mapping
 

@@ -14,7 +14,8 @@ from typing import IO, Any
 
 import orjson
 
-from relay.sinks.documents import ChainStart, Document
+from relay.core.document import Document
+from relay.sinks.documents import ChainStart
 from relay.sinks.store import EmbeddedStore
 from relay.verify.errors import SourceError
 

@@ -26,9 +26,10 @@ from relay.attest.cosignature import CosignerKey, cosigned_at
 from relay.attest.errors import CheckpointError
 from relay.attest.merkle import EMPTY_ROOT, CompactRange, leaf_hash
 from relay.core.b64 import b64encode
+from relay.core.document import Document
 from relay.core.numbers import is_int
 from relay.registry import Registry
-from relay.sinks.documents import ChainStart, Document
+from relay.sinks.documents import ChainStart
 from relay.verify.batches import Emit, OpenedBatch, open_batch
 from relay.verify.checkpoints import SavedCheckpoint, open_saved_checkpoint
 from relay.verify.findings import Code, Finding
