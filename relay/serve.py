@@ -11,7 +11,6 @@ that ingest's 503s, /readyz and the gauges share.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import gc
 import logging
@@ -26,6 +25,7 @@ from relay.attest.keys import OperatorKey
 from relay.attest.rotation import KeyRotation
 from relay.backpressure import Backpressure
 from relay.config import ConfigError, Settings
+from relay.core.b64 import b64encode
 from relay.core.clock import wall_clock_ms
 from relay.ingest.client_config import ClientConfigDocument
 from relay.ingest.scrub import Admission
@@ -246,7 +246,7 @@ class OperatorRelay:
             "vkey": key.verifier.encode(),
             "head": None
             if head is None
-            else {"seq": head.seq, "batch_hash": base64.b64encode(head.batch_hash).decode()},
+            else {"seq": head.seq, "batch_hash": b64encode(head.batch_hash)},
             "checkpoint": None if head is None else head.checkpoint,
             "privacy": self.policy.header(),
             "window_seconds": self.settings.window.seconds,

@@ -139,6 +139,16 @@ def flip_signature(export: Export) -> list[Document]:
     return export.replace(batch, with_source(batch, sig=sig.decode()))
 
 
+def respell_signature(export: Export) -> list[Document]:
+    """The same signature bytes, spelled with the unused bits of the last digit set: a lenient
+    decoder reads the signature that verifies; one spelling per value makes it a bad one."""
+    batch = export.batch(1)
+    sig = batch.source["sig"]
+    assert sig.endswith("==") and sig[-3] in "AQgw"  # 64 bytes: 4 unused bits in the last digit
+    respelled = sig[:-3] + chr(ord(sig[-3]) + 1) + "=="
+    return export.replace(batch, with_source(batch, sig=respelled))
+
+
 def reserialise_signed_header(export: Export) -> list[Document]:
     """The operator key signs the same header with white space and reversed key order."""
 
@@ -290,6 +300,7 @@ TAMPERING: list[tuple[Callable[[Export], list[Document]], set[str], set[int]]] =
     (tamper_summary_count, {"leaf_mismatch"}, {1}),
     (delete_batch, {"seq_gap"}, {2, 3}),
     (flip_signature, {"bad_signature"}, {1, 2}),
+    (respell_signature, {"bad_signature"}, {1, 2}),
     (reserialise_signed_header, {"non_canonical"}, {1, 2}),
     (reserialise_signed_leaf, {"leaf_mismatch"}, {2}),
     (remove_summary, {"summary_count_mismatch"}, {3}),

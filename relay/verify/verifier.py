@@ -15,7 +15,6 @@ compared with it (DESIGN §5.5); then every summary is checked against the signe
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -25,7 +24,7 @@ from relay.attest.checkpoint import open_checkpoint
 from relay.attest.cosignature import CosignerKey, cosigned_at
 from relay.attest.errors import CheckpointError
 from relay.attest.merkle import EMPTY_ROOT, CompactRange, leaf_hash
-from relay.core.b64 import b64encode
+from relay.core.b64 import b64decode, b64encode
 from relay.core.document import Document
 from relay.core.numbers import is_int
 from relay.registry import Registry
@@ -475,7 +474,7 @@ class Verifier:
     ) -> None:
         header = primary.header
         assert header is not None
-        n, root = header["n"], base64.b64decode(header["root"])
+        n, root = header["n"], b64decode(header["root"])
         totals = self._totals(origin)
         self.report.summaries_checked += len(documents)
         totals.summaries += len(documents)
@@ -549,7 +548,7 @@ class Verifier:
         one (the equivocation is reported already)."""
         for other in others:
             assert other.header is not None
-            n, root = other.header["n"], base64.b64decode(other.header["root"])
+            n, root = other.header["n"], b64decode(other.header["root"])
             if check_summary(document.source, leaf, n, root, None) is None:
                 return True
         return False
