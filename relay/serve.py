@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from relay.aggregate.observation import IngestRecord
 from relay.aggregate.window import window_start
 from relay.attest.keys import OperatorKey
 from relay.attest.rotation import KeyRotation
@@ -30,7 +31,6 @@ from relay.core.clock import wall_clock_ms
 from relay.ingest.client_config import ClientConfigDocument
 from relay.ingest.scrub import Admission
 from relay.metrics import RelayMetrics
-from relay.observation import IngestRecord
 from relay.outbox.outbox import Outbox
 from relay.outbox.shipper import Shipper
 from relay.privacy.contributor import WindowSalts

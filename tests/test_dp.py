@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 
 from relay.aggregate import histogram
 from relay.aggregate.cells import OpenWindows
+from relay.aggregate.observation import IngestRecord, Observation
 from relay.config import ConfigError, Settings, load_settings
-from relay.observation import IngestRecord, Observation
 from relay.privacy import dp
 from relay.privacy.geo import REGIONS
 from relay.privacy.ledger import (

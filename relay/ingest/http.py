@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 from aiohttp import web
 
+from relay.aggregate.observation import IngestRecord
 from relay.aggregate.window import window_start
 from relay.attest.merkle import consistency_proof
 from relay.core.problem import Problem, http_error_problem, problem_response
@@ -32,7 +33,6 @@ from relay.ingest.decode import Decoded, EventError, decode_atlas, decode_native
 from relay.ingest.limits import RateLimiter
 from relay.ingest.native import scrub_native
 from relay.ingest.scrub import Admission, RequestContext, ScrubResult
-from relay.observation import IngestRecord
 from relay.privacy.contributor import network_material, source_network
 from relay.wal.log import WalFullError, WalUnavailableError
 
