@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import sys
-import time
 from collections.abc import Generator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import orjson
 from relay.attest.cosignature import CosignerKey
 from relay.attest.errors import AttestError, InvalidVerifierKeyError
 from relay.attest.keys import VerifierKey
+from relay.core.clock import wall_clock_ms
 from relay.core.document import Document
 from relay.registry import Registry, RegistryError
 from relay.sinks.documents import ChainStart
@@ -138,7 +138,7 @@ def _run_report(args: argparse.Namespace) -> int:
                     lead_key,
                     registry,
                     documents,
-                    now_ms=time.time_ns() // 1_000_000,
+                    now_ms=wall_clock_ms(),
                     chain_starts=_chain_starts(args),
                 )
             )

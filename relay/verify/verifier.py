@@ -15,7 +15,6 @@ compared with it (DESIGN §5.5); then every summary is checked against the signe
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -25,6 +24,7 @@ from relay.attest.cosignature import CosignerKey, cosigned_at
 from relay.attest.errors import CheckpointError
 from relay.attest.merkle import EMPTY_ROOT, CompactRange, leaf_hash
 from relay.core.b64 import b64decode, b64encode
+from relay.core.clock import wall_clock_ms
 from relay.core.document import Document
 from relay.core.numbers import is_int
 from relay.registry import Registry
@@ -60,7 +60,7 @@ def verify_documents(
     """
     verifier = Verifier(
         registry,
-        now_ms=time.time_ns() // 1_000_000 if now_ms is None else now_ms,
+        now_ms=wall_clock_ms() if now_ms is None else now_ms,
         saved_checkpoints=saved_checkpoints,
         witness_keys=witness_keys,
         chain_starts=chain_starts,
