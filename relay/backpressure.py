@@ -8,8 +8,9 @@ handler's 503s, /readyz and the gauges all read this one object, so each thresho
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from relay.ingest.boundary import Refusal
 
 if TYPE_CHECKING:
     from relay.aggregate.cells import OpenWindows
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from relay.seal.stage import SealStage
     from relay.wal.log import WriteAheadLog
 
-__all__ = ["HIGH_WATER", "INFORMATIONAL_CHECKS", "Backpressure", "Refusal"]
+__all__ = ["HIGH_WATER", "INFORMATIONAL_CHECKS", "Backpressure"]
 
 HIGH_WATER = 0.9
 
@@ -31,14 +32,6 @@ HIGH_WATER = 0.9
 # balancer for a credential problem on the lead's side would lose events instead of keeping them.
 # The same holds for another document found at one of our ids (`sink_content_matches`).
 INFORMATIONAL_CHECKS = frozenset({"sink_authorized", "sink_content_matches"})
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """Why ingest answers 503 now: a problem type (`urn:relay:problem:<type>`) and its title."""
-
-    type: str
-    title: str
 
 
 class Backpressure:
@@ -106,4 +99,4 @@ class Backpressure:
         metrics.wal_bytes.set(self._wal.size_bytes)
         metrics.open_windows_bytes.set(self._windows.estimated_bytes)
         metrics.open_windows.set(len(self._windows))
-        metrics.update_outbox(self._outbox)
+        metrics.update_outbox(*self._outbox.depth(), self._outbox.size_bytes)

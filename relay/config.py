@@ -27,9 +27,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from relay.ingest.models import NodeRef
+from relay.core.indices import MAX_INDEX_NAME, index_name
+from relay.core.vocabulary import NodeRef
 from relay.privacy.ledger import plan_budget
-from relay.sinks.documents import MAX_INDEX_NAME, index_name
 
 __all__ = ["ConfigError", "Settings", "load_settings"]
 

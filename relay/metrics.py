@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from relay import __version__
-
-if TYPE_CHECKING:
-    from relay.outbox.outbox import Outbox
 
 __all__ = ["BuildInfo", "RelayMetrics"]
 
@@ -137,11 +133,11 @@ class RelayMetrics:
             "relay_open_windows_bytes", "Estimated memory of open windows' state.", registry=r
         )
 
-    def update_outbox(self, outbox: Outbox) -> None:
-        batches, oldest = outbox.depth()
+    def update_outbox(self, batches: int, oldest_ms: int | None, size_bytes: int) -> None:
+        """The outbox gauges, from Outbox.depth() and Outbox.size_bytes."""
         self.outbox_batches.set(batches)
-        self.outbox_bytes.set(outbox.size_bytes)
-        self.outbox_oldest_age.set(0 if oldest is None else time.time() - oldest / 1000)
+        self.outbox_bytes.set(size_bytes)
+        self.outbox_oldest_age.set(0 if oldest_ms is None else time.time() - oldest_ms / 1000)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -38,17 +38,13 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.json_schema import SkipJsonSchema
 
 from relay.aggregate.cells import MAX_SAFE_INT
+from relay.core.vocabulary import Asset, NodeRef, Op, Outcome, Signal
 from relay.ingest.models import (
     MAX_BYTES,
     MAX_DURATION_MS,
     MAX_TTFB_MS,
-    Asset,
     AtlasPayload,
     NativePayload,
-    NodeRef,
-    Op,
-    Outcome,
-    Signal,
 )
 from relay.registry import Registry
 

@@ -11,7 +11,6 @@ that ingest's 503s, /readyz and the gauges share.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import gc
 import logging
@@ -21,15 +20,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from relay.aggregate.observation import IngestRecord
 from relay.aggregate.window import window_start
 from relay.attest.keys import OperatorKey
 from relay.attest.rotation import KeyRotation
-from relay.backpressure import Backpressure, Refusal
+from relay.backpressure import Backpressure
 from relay.config import ConfigError, IngestConfig, Settings
+from relay.core.b64 import b64encode
+from relay.core.clock import wall_clock_ms
+from relay.ingest.boundary import Refusal
 from relay.ingest.client_config import ClientConfigDocument
 from relay.ingest.scrub import Admission
 from relay.metrics import RelayMetrics
-from relay.observation import IngestRecord
 from relay.outbox.outbox import Outbox
 from relay.outbox.shipper import Shipper
 from relay.privacy.contributor import WindowSalts
@@ -40,13 +42,9 @@ from relay.seal.stage import SealStage
 from relay.sinks.factory import make_sink
 from relay.wal.log import WalFullError, WalUnavailableError, WriteAheadLog
 
-__all__ = ["OperatorRelay", "load_or_create_key", "tune_gc", "wall_clock_ms"]
+__all__ = ["OperatorRelay", "load_or_create_key", "tune_gc"]
 
 log = logging.getLogger(__name__)
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _private_dir(path: Path) -> None:
@@ -274,7 +272,7 @@ class OperatorRelay:
             "vkey": key.verifier.encode(),
             "head": None
             if head is None
-            else {"seq": head.seq, "batch_hash": base64.b64encode(head.batch_hash).decode()},
+            else {"seq": head.seq, "batch_hash": b64encode(head.batch_hash)},
             "checkpoint": None if head is None else head.checkpoint,
             "privacy": self.policy.header(),
             "window_seconds": self.settings.window.seconds,

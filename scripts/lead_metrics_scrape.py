@@ -26,6 +26,7 @@ from relay.attest.checkpoint import sign_checkpoint
 from relay.attest.keys import OperatorKey
 from relay.attest.merkle import CompactRange, leaf_hash
 from relay.config import LeadMetricsConfig, Settings
+from relay.core.clock import wall_clock_ms
 from relay.lead.exposition import render
 from relay.lead.server import build_service
 from relay.lead.source import CellQuery
@@ -33,7 +34,6 @@ from relay.lead.store_source import StoreSource
 from relay.lead.timerange import TimeRange
 from relay.lead.watch import NodeWatch
 from relay.registry import OperatorEntry, Registry, RegistryKey
-from relay.serve import wall_clock_ms
 from relay.sinks.documents import batch_documents
 from relay.sinks.store import EmbeddedStore
 

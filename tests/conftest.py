@@ -15,14 +15,14 @@ import pytest
 from aiohttp import ClientSession, web
 from yarl import URL
 
+from relay.aggregate.observation import IngestRecord, Observation, ms_bucket, throughput_bucket
 from relay.config import Settings
+from relay.core.document import Document
 from relay.ingest.http import create_app, create_operator_app, runner_options
 from relay.ingest.scrub import Admission
 from relay.ingest.server import make_runner
-from relay.observation import IngestRecord, Observation, ms_bucket, throughput_bucket
 from relay.privacy.contributor import WindowSalts
 from relay.serve import OperatorRelay
-from relay.sinks.documents import Document
 from relay.sinks.store import EmbeddedStore
 from relay.wal.log import WalUnavailableError
 

@@ -49,7 +49,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from relay.sinks.documents import Document
+from relay.core.document import Document
 
 __all__ = ["FakeElasticsearch", "Faults", "Recorded"]
 

@@ -13,11 +13,11 @@ import time
 import orjson
 
 from relay.aggregate.cells import OpenWindows
+from relay.aggregate.observation import IngestRecord
 from relay.bench.bodies import atlas_bodies, with_new_user
 from relay.ingest.atlas import scrub_atlas
 from relay.ingest.decode import decode_atlas
 from relay.ingest.scrub import RequestContext
-from relay.observation import IngestRecord
 from relay.privacy.contributor import source_network
 from relay.wal import codec
 from tests import atlas_client

@@ -34,9 +34,9 @@ import pytest
 from aiohttp import ClientSession, web
 from playwright.async_api import Browser, Page, async_playwright
 
+from relay.core.document import Document
 from relay.ingest.atlas import distributor_node
 from relay.ingest.client_config import ClientConfigDocument
-from relay.sinks.documents import Document
 from tests.conftest import LiveServer, RunningRelay, stored_documents
 from tests.test_atlas import DISTRIBUTOR_URLS
 from tests.test_dashboard import CHROMIUM, CHROMIUM_ARGS, watch

@@ -9,11 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.aggregate.cells import OpenWindows
+from relay.aggregate.observation import IngestRecord
 from relay.ingest.decode import decode_native
 from relay.ingest.models import MAX_BYTES, MAX_DURATION_MS, MAX_TTFB_MS
 from relay.ingest.native import scrub_native
 from relay.ingest.scrub import RequestContext
-from relay.observation import IngestRecord
 from tests.conftest import memory_admission, observation, request_event
 
 

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from relay.bench.bodies import atlas_bodies, native_bodies
+from relay.core.problem import Problem
 from relay.ingest import decode, models
 from relay.ingest.decode import AtlasEvent, EventError, RequestEvent, SignalEvent
-from relay.ingest.problem import Problem
 from tests import atlas_client
 
 # Valid values, boundaries on both sides included; `_mutated` then breaks some events further.

@@ -23,10 +23,9 @@ from hypothesis import strategies as st
 
 from relay.aggregate import histogram
 from relay.aggregate.cells import OpenWindows
+from relay.aggregate.observation import IngestRecord, Observation
 from relay.config import ConfigError, Settings, load_settings
-from relay.observation import IngestRecord, Observation
 from relay.privacy import dp
-from relay.privacy.dp_release import DpRelease
 from relay.privacy.geo import REGIONS
 from relay.privacy.ledger import (
     COUNTERS_PER_EVENT,
@@ -36,6 +35,7 @@ from relay.privacy.ledger import (
     plan_budget,
     windows_per_day,
 )
+from relay.seal.release import dp_release
 from relay.serve import OperatorRelay
 from relay.sinks.store import EmbeddedStore
 from tests.conftest import (
@@ -63,14 +63,14 @@ def dp_settings(**privacy: Any) -> Settings:
 @pytest.mark.parametrize("seconds", [1, 7, 60, 300, 3600, 50_000, 86_400])
 def test_defaults_are_accepted_by_the_ledger_for_any_window(seconds: int) -> None:
     settings = Settings(window={"seconds": seconds}, privacy=DP)
-    release = DpRelease.from_config(settings.privacy, seconds)
+    release = dp_release(settings.privacy, seconds)
     budget = release.budget
     assert budget.daily_epsilon <= settings.privacy.daily_epsilon_cap == Decimal("0.3")
     assert budget.scale * budget.epsilon >= budget.sensitivity  # b ≥ Δ/ε
 
 
 def test_default_dp_parameters() -> None:
-    header = DpRelease.from_config(dp_settings().privacy, 300).header()
+    header = dp_release(dp_settings().privacy, 300).header()
     assert header == {
         "mode": "dp",
         "geo": "region",
@@ -110,7 +110,7 @@ def test_ledger_accepts_exactly_the_cap() -> None:
         window={"seconds": 3600},
         privacy={**DP, "epsilon": "0.0125", "max_cells_per_contributor": 1},
     )
-    budget = DpRelease.from_config(settings.privacy, 3600).budget
+    budget = dp_release(settings.privacy, 3600).budget
     assert budget.daily_epsilon == Decimal("0.3")
     with pytest.raises(LedgerError):
         plan_budget(
@@ -164,7 +164,7 @@ def test_epsilon_is_an_exact_decimal_from_yaml_and_environment(
     monkeypatch.setenv("RELAY_PRIVACY__EPSILON", "0.00045")
     settings = load_settings(None)
     assert settings.privacy.epsilon == Decimal("0.00045")
-    assert DpRelease.from_config(settings.privacy, 300).header()["epsilon"] == "0.00045"
+    assert dp_release(settings.privacy, 300).header()["epsilon"] == "0.00045"
 
 
 def test_relay_serve_refuses_to_start_over_budget(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from collections import Counter
 from decimal import Decimal
 
 from relay.aggregate.cells import Cell, OpenWindows
-from relay.observation import IngestRecord, Observation
+from relay.aggregate.observation import IngestRecord, Observation
 from relay.privacy import dp
 from relay.privacy.ledger import COUNTERS_PER_EVENT, noise_scale
 from tests.conftest import observation

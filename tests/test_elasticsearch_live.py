@@ -24,8 +24,9 @@ import pytest
 from elasticsearch import AsyncElasticsearch, AuthorizationException
 
 from relay.attest.batch import ZERO_HASH
+from relay.core.document import Document
+from relay.core.indices import index_name
 from relay.serve import OperatorRelay
-from relay.sinks.documents import Document, index_name
 from relay.sinks.elasticsearch import make_client
 from relay.sinks.es_setup import SetupPlan, run_setup
 from tests.conftest import RunningRelay, from_network, request_event, signal_event

@@ -20,10 +20,10 @@ import pytest
 from elasticsearch import AuthorizationException
 
 from relay.config import Settings
+from relay.core.document import Document
 from relay.metrics import RelayMetrics
 from relay.sinks.base import SinkConflictError, SinkError, SinkUnauthorizedError
 from relay.sinks.dead_letter import DeadLetterFile
-from relay.sinks.documents import Document
 from relay.sinks.elasticsearch import ElasticsearchSink, make_client
 from relay.sinks.es_setup import SetupPlan, batch_mappings, run_setup, summary_mappings
 from tests.conftest import RunningRelay

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from relay.attest.keys import OperatorKey
+from relay.core.indices import origin_slug
 from relay.lead.es_source import ElasticsearchSource
 from relay.lead.server import build_service
 from relay.lead.service import LeadService
@@ -23,7 +24,6 @@ from relay.lead.timerange import TimeRange
 from relay.metrics import RelayMetrics
 from relay.registry import OperatorEntry, Registry, RegistryKey
 from relay.sinks.dead_letter import DeadLetterFile
-from relay.sinks.documents import origin_slug
 from relay.sinks.elasticsearch import ElasticsearchSink, make_client
 from relay.sinks.es_setup import SetupPlan, run_setup
 from relay.sinks.store import EmbeddedStore

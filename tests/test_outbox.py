@@ -11,8 +11,9 @@ from relay.attest import ZERO_HASH
 from relay.attest.batch import sign_batch
 from relay.attest.canonical import canonical_json
 from relay.attest.keys import OperatorKey
+from relay.core.document import Document
 from relay.outbox.outbox import ChainHead, Outbox
-from relay.sinks.documents import Document, batch_documents
+from relay.sinks.documents import batch_documents
 
 
 def _documents() -> tuple[list[Document], bytes]:

@@ -14,8 +14,8 @@ import pytest
 
 from relay.attest.canonical import canonical_json
 from relay.attest.merkle import leaf_hash, verify_inclusion
+from relay.core.document import Document
 from relay.serve import OperatorRelay
-from relay.sinks.documents import Document
 from tests.conftest import (
     T0_MS,
     RunningRelay,

@@ -22,9 +22,10 @@ import yaml
 from pydantic import ValidationError
 
 from relay import schemagen
-from relay.ingest.models import NativeEvent, NativePayload, Op, Outcome, Signal
+from relay.core.document import Document
+from relay.core.vocabulary import Op, Outcome, Signal
+from relay.ingest.models import NativeEvent, NativePayload
 from relay.registry import Registry
-from relay.sinks.documents import Document
 from tests import atlas_client
 from tests.conftest import RunningRelay, request_event, signal_event, stored_documents
 

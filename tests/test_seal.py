@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from relay.aggregate.cells import OpenWindows, WindowState
+from relay.aggregate.observation import IngestRecord
 from relay.attest.batch import ZERO_HASH, verify_batch
 from relay.attest.checkpoint import open_checkpoint
 from relay.attest.keys import OperatorKey
 from relay.config import PrivacyConfig, Settings, WindowConfig
-from relay.observation import IngestRecord
 from relay.seal.batch import Span, plan_spans, seal_span
 from relay.seal.release import DpPolicy, KThresholdPolicy, release_policy
 from relay.serve import OperatorRelay

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from relay.sinks.documents import Document
+from relay.core.document import Document
 from relay.sinks.store import EmbeddedStore
 from tests.conftest import RunningRelay, stored_documents
 from tests.test_elasticsearch_live import post_window

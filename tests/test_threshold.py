@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from relay.aggregate.cells import Cell, CellKey, OpenWindows
-from relay.observation import IngestRecord
+from relay.aggregate.observation import IngestRecord
 from relay.privacy.threshold import apply_threshold
 from tests.conftest import observation
 

@@ -25,14 +25,14 @@ from relay.attest.keys import OperatorKey
 from relay.attest.merkle import leaf_hash
 from relay.cli import main
 from relay.config import Settings
-from relay.ingest.problem import Problem
+from relay.core.document import Document
+from relay.core.problem import Problem
 from relay.lead import es_source
 from relay.lead.es_source import ElasticsearchSource
 from relay.lead.server import build_service
 from relay.lead.store_source import StoreSource
 from relay.lead.timerange import TimeRange
 from relay.registry import Registry
-from relay.sinks.documents import Document
 from relay.sinks.store import EmbeddedStore
 from relay.verify import Finding, verify_documents
 from relay.verify.elasticsearch import documents_from_hits, elasticsearch_documents
@@ -142,6 +142,16 @@ def flip_signature(export: Export) -> list[Document]:
     sig = bytearray(orjson.loads(orjson.dumps(batch.source["sig"])).encode())
     sig[5] = ord("A") if sig[5] != ord("A") else ord("B")
     return export.replace(batch, with_source(batch, sig=sig.decode()))
+
+
+def respell_signature(export: Export) -> list[Document]:
+    """The same signature bytes, spelled with the unused bits of the last digit set: a lenient
+    decoder reads the signature that verifies; one spelling per value makes it a bad one."""
+    batch = export.batch(1)
+    sig = batch.source["sig"]
+    assert sig.endswith("==") and sig[-3] in "AQgw"  # 64 bytes: 4 unused bits in the last digit
+    respelled = sig[:-3] + chr(ord(sig[-3]) + 1) + "=="
+    return export.replace(batch, with_source(batch, sig=respelled))
 
 
 def reserialise_signed_header(export: Export) -> list[Document]:
@@ -295,6 +305,7 @@ TAMPERING: list[tuple[Callable[[Export], list[Document]], set[str], set[int]]] =
     (tamper_summary_count, {"leaf_mismatch"}, {1}),
     (delete_batch, {"seq_gap"}, {2, 3}),
     (flip_signature, {"bad_signature"}, {1, 2}),
+    (respell_signature, {"bad_signature"}, {1, 2}),
     (reserialise_signed_header, {"non_canonical"}, {1, 2}),
     (reserialise_signed_leaf, {"leaf_mismatch"}, {2}),
     (remove_summary, {"summary_count_mismatch"}, {3}),

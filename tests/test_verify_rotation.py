@@ -14,8 +14,8 @@ from relay.attest.checkpoint import open_checkpoint
 from relay.attest.keys import OperatorKey
 from relay.attest.rotation import KeyRotation
 from relay.cli import main
+from relay.core.document import Document
 from relay.registry import Registry, RegistryKey, register_own_key
-from relay.sinks.documents import Document
 from tests.conftest import RunningRelay
 from tests.verify_support import (
     ORIGIN,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.observation import IngestRecord
+from relay.aggregate.observation import IngestRecord
 from relay.wal import codec
 from relay.wal.log import WalUnavailableError, WriteAheadLog
 from tests.conftest import T0_MS, observation

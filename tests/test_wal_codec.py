@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.aggregate.histogram import MAX_INDEX
-from relay.observation import IngestRecord, ms_bucket, throughput_bucket
+from relay.aggregate.observation import IngestRecord, ms_bucket, throughput_bucket
 from relay.wal import codec
 
 _buckets = st.none() | st.integers(0, MAX_INDEX)

@@ -6,7 +6,7 @@ import pytest
 
 from relay.attest.checkpoint import Checkpoint
 from relay.attest.merkle import consistency_proof, leaf_hash, root_from_leaf_hashes
-from relay.witness.judge import Cosign, Inconsistent, Seen, Unchanged, judge, needs_proof
+from relay.verify.judge import Cosign, Inconsistent, Seen, Unchanged, judge, needs_proof
 
 LEAVES = [leaf_hash(bytes([i])) for i in range(8)]
 FORK = [*LEAVES[:3], leaf_hash(b"other"), *LEAVES[4:]]

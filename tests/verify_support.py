@@ -19,8 +19,8 @@ from relay.attest.canonical import canonical_json, strict_loads
 from relay.attest.checkpoint import sign_checkpoint
 from relay.attest.keys import OperatorKey
 from relay.attest.merkle import CompactRange, inclusion_proofs, leaf_hash, root
+from relay.core.document import Document
 from relay.registry import Registry
-from relay.sinks.documents import Document
 from relay.verify import VerificationReport, verify_documents
 from tests.conftest import (
     RunningRelay,

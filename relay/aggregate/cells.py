@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
 from relay.aggregate import histogram
-from relay.observation import IngestRecord
+from relay.aggregate.observation import IngestRecord
 
 __all__ = [
     "MAX_SAFE_INT",

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from relay.attest import merkle
-from relay.attest._b64 import b64decode, b64encode
 from relay.attest.canonical import canonical_json, strict_loads
 from relay.attest.errors import (
     BadSignatureError,
@@ -22,6 +21,8 @@ from relay.attest.errors import (
     NonCanonicalError,
 )
 from relay.attest.keys import OperatorKey, VerifierKey, validate_origin
+from relay.core.b64 import b64decode, b64encode
+from relay.core.numbers import is_int
 
 __all__ = [
     "BATCH_MSG_PREFIX",
@@ -156,11 +157,6 @@ def verify_batch(vkey: VerifierKey, msg: bytes, sig: bytes) -> dict[str, Any]:
     return header
 
 
-def _is_int(value: object) -> bool:
-    # bool is an int subclass, but true is not a count.
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _is_hash(value: object) -> bool:
     if not isinstance(value, str):
         return False
@@ -175,7 +171,7 @@ def _header_problem(header: Mapping[str, Any]) -> str | None:
     missing = _PINNED_FIELDS.difference(header)
     if missing:
         return f"batch header lacks {sorted(missing)}"
-    if header["v"] != 1 or not _is_int(header["v"]):
+    if header["v"] != 1 or not is_int(header["v"]):
         return f"unsupported batch header version {header['v']!r}"
     if header["type"] != "telemetry-batch":
         return f"header type is {header['type']!r}, not 'telemetry-batch'"
@@ -186,7 +182,7 @@ def _header_problem(header: Mapping[str, Any]) -> str | None:
     except InvalidOriginError as e:
         return str(e)
     for name in _INT_FIELDS:
-        if not _is_int(header[name]) or header[name] < 0:
+        if not is_int(header[name]) or header[name] < 0:
             return f"{name} must be a non-negative integer, got {header[name]!r}"
     for name in _HASH_FIELDS:
         if not _is_hash(header[name]):
@@ -194,6 +190,6 @@ def _header_problem(header: Mapping[str, Any]) -> str | None:
     if not isinstance(header["privacy"], dict):
         return "privacy must be an object"
     stats = header["stats"]
-    if not isinstance(stats, dict) or not all(_is_int(v) and v >= 0 for v in stats.values()):
+    if not isinstance(stats, dict) or not all(is_int(v) and v >= 0 for v in stats.values()):
         return "stats must be an object of non-negative integer counts"
     return None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from relay.attest._b64 import b64decode, b64encode
 from relay.attest.errors import (
     BadCheckpointSignatureError,
     CheckpointNotSignedError,
@@ -18,6 +17,7 @@ from relay.attest.errors import (
 )
 from relay.attest.keys import OperatorKey, VerifierKey
 from relay.attest.merkle import HASH_SIZE
+from relay.core.b64 import b64decode, b64encode
 
 __all__ = [
     "SIG_LINE_PREFIX",

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 import nacl.exceptions
 import nacl.signing
 
-from relay.attest._b64 import b64decode, b64encode
 from relay.attest.checkpoint import SIG_LINE_PREFIX, split_note
 from relay.attest.errors import InvalidOriginError, InvalidVerifierKeyError
 from relay.attest.keys import PUBLIC_KEY_SIZE, OperatorKey, validate_origin
+from relay.core.b64 import b64decode, b64encode
 
 __all__ = ["ALG_COSIGNATURE_V1", "CosignerKey", "cosign", "cosignature_message", "cosigned_at"]
 

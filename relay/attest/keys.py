@@ -19,7 +19,6 @@ from pathlib import Path
 import nacl.exceptions
 import nacl.signing
 
-from relay.attest._b64 import b64decode, b64encode
 from relay.attest.errors import (
     InsecureKeyFileError,
     InvalidKeyFileError,
@@ -27,6 +26,7 @@ from relay.attest.errors import (
     InvalidVerifierKeyError,
     KeyFileExistsError,
 )
+from relay.core.b64 import b64decode, b64encode
 
 __all__ = ["OperatorKey", "VerifierKey", "key_id", "validate_origin"]
 

@@ -23,7 +23,6 @@ its own registry.
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import orjson
 
 from relay.attest.errors import AttestError
 from relay.attest.keys import OperatorKey, _fsync_directory
+from relay.core.b64 import b64encode
 from relay.registry import OperatorEntry, Registry, RegistryKey
 
 __all__ = ["KEY_FILE", "NEXT_KEY_FILE", "KeyRotation", "RotationError", "record_rotation"]
@@ -78,7 +78,7 @@ class KeyRotation:
         intent = self._read_intent()
         if intent is None:
             return current
-        if head_batch_hash is not None and _b64(head_batch_hash) == intent.batch_hash:
+        if head_batch_hash is not None and b64encode(head_batch_hash) == intent.batch_hash:
             return self._finish(intent)
         (self._dir / _INTENT_FILE).unlink()
         return current
@@ -108,7 +108,7 @@ class KeyRotation:
         """Record which batch hands over to ``new``: durably, before the outbox commit."""
         intent = {
             "seq": seq,
-            "batch_hash": _b64(batch_hash),
+            "batch_hash": b64encode(batch_hash),
             "old_vkey": current.verifier.encode(),
             "new_kid": new.kid,
         }
@@ -170,7 +170,3 @@ def record_rotation(registry_path: Path, old_vkey: str, new_vkey: str, last_seq:
     if not any(key.vkey == new_vkey for key in entry.keys):
         entry.keys.append(RegistryKey(vkey=new_vkey, valid_from_seq=last_seq + 1))
     registry.save(registry_path)
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")

@@ -24,13 +24,13 @@ import orjson
 
 from relay import __version__
 from relay.aggregate.histogram import bucket_index
+from relay.aggregate.observation import IngestRecord, Observation
 from relay.config import Settings
 from relay.lead.server import build_service, open_source
 from relay.lead.service import LeadService
 from relay.lead.store_source import ROLLUP_FILE
 from relay.lead.timerange import TimeRange
 from relay.lead.verification import CHECKPOINT_FILE
-from relay.observation import IngestRecord, Observation
 from relay.serve import OperatorRelay, tune_gc
 
 __all__ = ["build_lead_store", "run_lead_bench"]

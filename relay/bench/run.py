@@ -31,9 +31,9 @@ from typing import Any
 from relay import __version__
 from relay.aggregate.cells import OpenWindows
 from relay.aggregate.histogram import bucket_index
+from relay.aggregate.observation import IngestRecord, Observation
 from relay.bench.bodies import atlas_bodies, events_in, native_bodies
 from relay.config import Settings
-from relay.observation import IngestRecord, Observation
 from relay.serve import OperatorRelay, tune_gc
 
 __all__ = ["run_bench"]

@@ -21,21 +21,16 @@ from urllib.parse import urlsplit
 import idna
 
 from relay.aggregate.histogram import BOUNDS
+from relay.core.vocabulary import NETWORK_WIDE, is_node_id
 from relay.ingest.decode import AtlasEvent, AtlasUser, EventError
 from relay.ingest.models import MAX_DURATION_MS, MAX_TTFB_MS
 from relay.ingest.scrub import Admission, RequestContext, ScrubResult
 from relay.privacy.contributor import client_material
 
-__all__ = ["ATLAS_TYPES", "NETWORK_WIDE", "classify_error", "distributor_node", "scrub_atlas"]
+__all__ = ["ATLAS_TYPES", "classify_error", "distributor_node", "scrub_atlas"]
 
-# \Z, not $: `$` also matches before a final newline, which would make "a\n" a second node.
-_NODE_ID = re.compile(r"[A-Za-z0-9:._-]{1,128}\Z")
 _STATUS = re.compile(r"status code ([45])\d\d")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
-#: The storage cell that network-wide signals land on (`missing-operators-for-bag`): reserved,
-#: never a host (hosts have no `_`) nor a bucket id (digits).
-NETWORK_WIDE = "_all"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +73,7 @@ def _asset(data_object_type: str | None) -> str | None:
 @functools.lru_cache(maxsize=4096)
 def _valid_node_id(candidate: str) -> bool:
     # Cached: node ids are public, few, and repeat in every request.
-    return candidate != NETWORK_WIDE and _NODE_ID.match(candidate) is not None
+    return candidate != NETWORK_WIDE and is_node_id(candidate)
 
 
 @functools.lru_cache(maxsize=4096)

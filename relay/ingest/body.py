@@ -7,7 +7,7 @@ import zlib
 
 from aiohttp import web
 
-from relay.ingest.problem import Problem
+from relay.core.problem import Problem
 
 __all__ = ["read_body"]
 

@@ -7,18 +7,26 @@ the relay's WAL, outbox, windows or seal stage.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from relay.backpressure import Refusal
+    from relay.aggregate.observation import IngestRecord
     from relay.config import IngestConfig
     from relay.ingest.client_config import ClientConfigDocument
     from relay.ingest.scrub import Admission
     from relay.metrics import RelayMetrics
-    from relay.observation import IngestRecord
     from relay.privacy.geo import RegionResolver
 
-__all__ = ["IngestRelay", "Readiness"]
+__all__ = ["IngestRelay", "Readiness", "Refusal"]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why ingest answers 503 now: a problem type (`urn:relay:problem:<type>`) and its title."""
+
+    type: str
+    title: str
 
 
 class Readiness(Protocol):

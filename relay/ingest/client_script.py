@@ -8,10 +8,11 @@ a new client.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 from importlib import resources
+
+from relay.core.b64 import b64encode
 
 __all__ = ["ClientScript"]
 
@@ -29,7 +30,7 @@ class ClientScript:
         self.body = body
         self.version = match.group(1).decode("ascii")
         digest = hashlib.sha384(body).digest()
-        self.integrity = "sha384-" + base64.b64encode(digest).decode("ascii")
+        self.integrity = "sha384-" + b64encode(digest)
         self.headers = {
             "ETag": f'"{self.integrity}"',
             "Cache-Control": "public, max-age=3600",

@@ -28,14 +28,23 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Generic, Literal, TypeVar, Union
+from typing import Annotated, Any, Generic, TypeVar, Union
 
 import msgspec
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from relay.core.problem import Problem
+from relay.core.vocabulary import (
+    NODE_ID_MAX,
+    NODE_ID_PYTHON_PATTERN,
+    Asset,
+    Op,
+    Outcome,
+    Role,
+    Signal,
+)
 from relay.ingest import models
-from relay.ingest.problem import Problem
 
 __all__ = [
     "AtlasEvent",
@@ -51,14 +60,12 @@ __all__ = [
     "too_many_events",
 ]
 
-# Anchored with \Z: msgspec matches with Python's `re`, where `$` also matches before a final
-# newline, which the models' (Rust) regex does not.
-_NODE_ID = r"^[A-Za-z0-9:._-]+\Z"
-
 
 class NodeRef(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
-    role: Literal["distributor", "storage"]
-    id: Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=_NODE_ID)]
+    role: Role
+    id: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=NODE_ID_MAX, pattern=NODE_ID_PYTHON_PATTERN)
+    ]
 
 
 # msgspec decodes any JSON integer to an int, orjson (the model path) one beyond 64 bits to a
@@ -79,21 +86,21 @@ class _NativeEvent(
     """What both kinds of native event have; `kind` is the tag that picks the subclass."""
 
     node: NodeRef
-    asset: models.Asset | None = None
+    asset: Asset | None = None
     ts: _Ts | None = None
     client: _Client | None = None
 
 
 class RequestEvent(_NativeEvent, tag="request", frozen=True):
-    outcome: models.Outcome
-    op: models.Op | None = None
+    outcome: Outcome
+    op: Op | None = None
     ttfb_ms: Annotated[float, msgspec.Meta(ge=0, le=models.MAX_TTFB_MS)] | None = None
     duration_ms: Annotated[float, msgspec.Meta(ge=0, le=models.MAX_DURATION_MS)] | None = None
     bytes: Annotated[int, msgspec.Meta(ge=0, lt=models.MAX_BYTES)] | None = None
 
 
 class SignalEvent(_NativeEvent, tag="signal", frozen=True):
-    signal: models.Signal
+    signal: Signal
 
 
 class AtlasUser(msgspec.Struct, frozen=True, gc=False):

@@ -24,8 +24,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 from aiohttp import web
 
+from relay.aggregate.observation import IngestRecord
 from relay.aggregate.window import window_start
 from relay.attest.merkle import consistency_proof
+from relay.core.problem import Problem, http_error_problem, problem_response
 from relay.ingest.atlas import scrub_atlas
 from relay.ingest.auth import Authenticator, AuthError, Credential
 from relay.ingest.body import read_body
@@ -33,15 +35,12 @@ from relay.ingest.client_script import ClientScript
 from relay.ingest.decode import Decoded, EventError, decode_atlas, decode_native, too_many_events
 from relay.ingest.limits import RateLimiter
 from relay.ingest.native import scrub_native
-from relay.ingest.problem import Problem, http_error_problem, problem_response
 from relay.ingest.scrub import Admission, RequestContext, ScrubResult
-from relay.observation import IngestRecord
 from relay.privacy.contributor import network_material, source_network
 
 if TYPE_CHECKING:
-    from relay.backpressure import Refusal
     from relay.config import IngestConfig
-    from relay.ingest.boundary import IngestRelay
+    from relay.ingest.boundary import IngestRelay, Refusal
 
 __all__ = ["create_app", "create_operator_app", "runner_options"]
 

@@ -9,16 +9,17 @@ never copied anywhere. `schemas/` is generated from these models (`python -m rel
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StringConstraints,
     field_validator,
     model_validator,
 )
+
+from relay.core.vocabulary import Asset, NodeRef, Op, Outcome, Signal
 
 __all__ = [
     "MAX_BYTES",
@@ -26,31 +27,15 @@ __all__ = [
     "MAX_EVENTS",
     "MAX_TTFB_MS",
     "SCHEMA_VERSION",
-    "Asset",
     "AtlasEvent",
     "AtlasPayload",
     "AtlasUser",
     "NativeEvent",
     "NativePayload",
-    "NodeRef",
-    "Op",
-    "Outcome",
-    "Role",
-    "Signal",
 ]
 
 #: Version of the native event schema; carried in every batch header and in /v1/config.
 SCHEMA_VERSION = 1
-
-Role = Literal["distributor", "storage"]
-Op = Literal["download", "upload", "probe"]
-Outcome = Literal[
-    "ok", "timeout", "http_4xx", "http_5xx", "dns", "tls", "connection", "aborted", "other"
-]
-Signal = Literal[
-    "blacklisted", "playback_slow", "playback_codec", "missing_operators", "upload_failed"
-]
-Asset = Literal["video", "image", "other"]
 
 # Events per request as the schema states it (the default); the handler enforces
 # `ingest.max_events_per_request`, and a longer body only skips the fast decoder.
@@ -58,17 +43,6 @@ MAX_EVENTS = 1000
 MAX_TTFB_MS = 600_000
 MAX_DURATION_MS = 3_600_000
 MAX_BYTES = 2**40
-
-NodeId = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9:._-]+$")
-]
-
-
-class NodeRef(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    role: Role
-    id: NodeId
 
 
 class NativeEvent(BaseModel):

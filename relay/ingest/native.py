@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from relay.aggregate.observation import ms_bucket, throughput_bucket
 from relay.ingest.decode import EventError, RequestEvent, SignalEvent
 from relay.ingest.scrub import Admission, RequestContext, ScrubResult
-from relay.observation import ms_bucket, throughput_bucket
 from relay.privacy.contributor import client_material
 
 __all__ = ["scrub_native"]

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from relay.aggregate.observation import Observation
 from relay.aggregate.window import window_start
-from relay.observation import Observation
 from relay.privacy.contributor import WindowSalts, contributor_key
 
 __all__ = ["Admission", "RequestContext", "ScrubResult"]

@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from relay.ingest.problem import Problem, problem_response
+from relay.core.problem import Problem, problem_response
 
 __all__ = ["make_runner"]
 

@@ -21,7 +21,8 @@ from prometheus_client import CollectorRegistry
 
 from relay.aggregate.cells import MAX_SAFE_INT
 from relay.config import LeadMetricsConfig
-from relay.ingest.problem import Problem, http_error_problem, problem_response
+from relay.core.problem import Problem, http_error_problem, problem_response
+from relay.core.vocabulary import NODE_ID
 from relay.lead import exposition
 from relay.lead.service import LeadService
 from relay.lead.timerange import RangeError, TimeRange, parse_range, parse_step
@@ -36,7 +37,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _ROLES = ("distributor", "storage")
 _ROLE = re.compile("|".join(_ROLES))
-_NODE_ID = re.compile(r"[A-Za-z0-9:._-]{1,128}")
 _ORIGIN = re.compile(r"[^+\s]{1,255}")
 _STATIC_TYPES = {
     "index.html": "text/html",
@@ -148,7 +148,7 @@ async def series(request: web.Request) -> web.Response:
     return _json(
         await service.series(
             _path_text(request, "role", _ROLE),
-            _path_text(request, "id", _NODE_ID),
+            _path_text(request, "id", NODE_ID),
             time_range,
             step_ms=step_ms,
             region=_region(request),

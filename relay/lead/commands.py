@@ -20,6 +20,7 @@ import orjson
 
 from relay.attest.keys import OperatorKey
 from relay.config import Settings, load_settings
+from relay.core.clock import wall_clock_ms
 from relay.lead.holds import (
     HoldBook,
     HoldError,
@@ -30,7 +31,6 @@ from relay.lead.holds import (
 )
 from relay.lead.statement import StatementError
 from relay.lead.timerange import RangeError, parse_range
-from relay.serve import wall_clock_ms
 from relay.sinks.retention import apply_retention, describe
 from relay.sinks.store import EmbeddedStore
 

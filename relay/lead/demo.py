@@ -33,6 +33,7 @@ import yaml
 from aiohttp import ClientSession, web
 
 from relay.config import Settings
+from relay.core.clock import wall_clock_ms
 from relay.ingest.http import create_app, runner_options
 from relay.serve import OperatorRelay
 from relay.sinks.store import EmbeddedStore
@@ -208,7 +209,7 @@ def _alter_one_summary(store: Path, origin: str) -> None:
 
 async def generate(root: Path, hours: float) -> Path:
     """Make the demo under ``root``; return the lead's config file."""
-    end_ms = time.time_ns() // 1_000_000
+    end_ms = wall_clock_ms()
     start_ms = (end_ms - int(hours * 3600_000)) // (WINDOW_S * 1000) * WINDOW_S * 1000
     (root / "lead").mkdir(parents=True)
     lead_store = EmbeddedStore(root / "lead" / "store.sqlite")

@@ -19,12 +19,12 @@ from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, Final
 
+from relay.core.document import Document
 from relay.lead.health import OPS, OUTCOMES, SIGNALS, OriginPrivacy
 from relay.lead.source import BatchPage, Buckets, CellQuery, GroupKey, OriginActivity
 from relay.lead.tally import BatchSelection, Tally
 from relay.lead.timerange import TimeRange
 from relay.registry import Registry
-from relay.sinks.documents import Document
 from relay.sinks.elasticsearch import make_client
 from relay.verify import VerificationReport, Verifier
 from relay.verify.elasticsearch import documents_from_hits, hit_pages

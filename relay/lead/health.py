@@ -40,7 +40,7 @@ from typing import Any, Final, Literal, get_args
 
 from relay.aggregate import histogram
 from relay.config import LeadThresholds
-from relay.ingest.models import Op, Outcome, Signal
+from relay.core.vocabulary import Op, Outcome, Signal
 from relay.lead.tally import Tally
 
 __all__ = [

@@ -15,9 +15,10 @@ from typing import Any
 
 from elasticsearch import AsyncElasticsearch
 
+from relay.core.document import Document
 from relay.lead.holds import Hold, HoldError
 from relay.registry import Registry
-from relay.sinks.documents import Document, same_source
+from relay.sinks.documents import same_source
 from relay.sinks.es_setup import holds_template
 from relay.verify.elasticsearch import documents_from_hits, hit_pages
 from relay.verify.verifier import verify_documents

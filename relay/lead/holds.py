@@ -1,7 +1,7 @@
 """Holds: batches that are evidence in a dispute, kept past retention (`relay hold`).
 
 A hold names an origin and an inclusive seq range of verified batches, with the batch_hash of each
-and the `prev` of the first (so the held range verifies on its own: verifier.ChainStart), a
+and the `prev` of the first (so the held range verifies on its own: sinks.documents.ChainStart), a
 reason and a time. It is a statement signed by the lead's key (relay/lead/statement.py,
 `relay-hold/v1`), so an auditor can tell who held what and why; releasing it is another signed
 statement naming the hold. Both are kept in the lead's own SQLite file, `<data_dir>/holds.sqlite`.
@@ -23,8 +23,8 @@ from typing import Any
 
 import orjson
 
-from relay.attest._b64 import b64decode
 from relay.attest.keys import OperatorKey, VerifierKey
+from relay.core.b64 import b64decode
 from relay.lead.service import LeadService
 from relay.lead.statement import (
     HOLD_DOMAIN,
@@ -33,7 +33,7 @@ from relay.lead.statement import (
     sign_statement,
     signed_message,
 )
-from relay.verify.verifier import ChainStart
+from relay.sinks.documents import ChainStart
 
 __all__ = [
     "Hold",

@@ -34,6 +34,7 @@ from pydantic import ValidationError
 
 from relay.attest.keys import OperatorKey, VerifierKey
 from relay.config import LeadThresholds
+from relay.core.document import Document
 from relay.lead.health import OUTCOMES, SIGNALS
 from relay.lead.service import LeadService
 from relay.lead.statement import REPORT_DOMAIN, StatementError, open_statement, sign_statement
@@ -41,10 +42,10 @@ from relay.lead.store_source import StoreSource
 from relay.lead.timerange import TimeRange
 from relay.lead.verification import Verification, VerificationCache
 from relay.registry import Registry
-from relay.sinks.documents import Document
+from relay.sinks.documents import ChainStart
 from relay.sinks.store import EmbeddedStore
 from relay.verify.report import VerificationReport
-from relay.verify.verifier import ChainStart, verify_documents
+from relay.verify.verifier import verify_documents
 
 __all__ = ["ReportFinding", "build_report", "load_report", "recheck_report", "render_report"]
 

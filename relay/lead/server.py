@@ -12,6 +12,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from relay.config import Settings
+from relay.core.clock import wall_clock_ms
 from relay.lead.api import create_lead_app
 from relay.lead.es_source import ElasticsearchSource
 from relay.lead.notify import Notifier
@@ -20,7 +21,6 @@ from relay.lead.source import Source
 from relay.lead.store_source import ROLLUP_FILE, StoreSource
 from relay.lead.verification import CHECKPOINT_FILE, VerificationCache
 from relay.lead.watch import NodeWatch
-from relay.serve import wall_clock_ms
 
 __all__ = ["build_service", "open_source", "run_lead"]
 

@@ -10,13 +10,14 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from relay.config import LeadThresholds
-from relay.ingest.problem import Problem
+from relay.core.document import Document
+from relay.core.problem import Problem
 from relay.lead.health import OriginPrivacy, figures
 from relay.lead.source import Buckets, CellQuery, GroupKey, Source
 from relay.lead.tally import BatchSelection, Tally
 from relay.lead.timerange import MAX_POINTS, TimeRange
 from relay.lead.verification import Verification, VerificationCache
-from relay.sinks.documents import Document, attested_leaf_hash
+from relay.sinks.documents import attested_leaf_hash
 from relay.verify import Finding
 
 __all__ = ["LeadService"]

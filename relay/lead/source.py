@@ -12,11 +12,11 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from relay.core.document import Document
 from relay.lead.health import OriginPrivacy
 from relay.lead.tally import BatchSelection, Tally
 from relay.lead.timerange import TimeRange
 from relay.registry import Registry
-from relay.sinks.documents import Document
 from relay.verify.report import VerificationReport
 
 __all__ = [

@@ -24,13 +24,13 @@ from typing import Any, TypeVar
 
 import orjson
 
+from relay.core.document import Document
 from relay.lead.health import OriginPrivacy
 from relay.lead.rollup import Rollups
 from relay.lead.source import BatchPage, Buckets, CellQuery, GroupKey, OriginActivity
 from relay.lead.tally import BatchSelection, Tally
 from relay.lead.timerange import TimeRange
 from relay.registry import Registry
-from relay.sinks.documents import Document
 from relay.verify import VerificationReport, verify_documents
 from relay.verify.sources import store_chain_starts, store_documents
 

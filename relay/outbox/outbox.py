@@ -8,7 +8,6 @@ batch here to be shipped. Documents leave the outbox in seq order, once their si
 
 from __future__ import annotations
 
-import base64
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +15,9 @@ from pathlib import Path
 
 import orjson
 
-from relay.sinks.documents import Document, unpack_source
+from relay.core.b64 import b64decode, b64encode
+from relay.core.document import Document
+from relay.sinks.documents import unpack_source
 
 __all__ = ["ChainHead", "Outbox"]
 
@@ -90,7 +91,7 @@ class Outbox:
         ).fetchone()
         if row is None:
             return None
-        frontier = tuple(base64.b64decode(h) for h in orjson.loads(row[3]))
+        frontier = tuple(b64decode(h) for h in orjson.loads(row[3]))
         return ChainHead(row[0], row[1], row[2], frontier, row[4])
 
     def genesis(self, default_ms: int) -> int:
@@ -120,7 +121,7 @@ class Outbox:
 
         ``log_leaf`` is the batch message's leaf hash in the log of batch messages (DESIGN §5.5).
         """
-        frontier = orjson.dumps([base64.b64encode(h).decode() for h in head.log_frontier])
+        frontier = orjson.dumps([b64encode(h) for h in head.log_frontier])
         rows = [
             (head.seq, ord_, doc.index, doc.id, orjson.dumps(doc.source), sealed_at_ms)
             for ord_, doc in enumerate(documents)

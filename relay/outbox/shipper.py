@@ -110,7 +110,7 @@ class Shipper:
             self._metrics.ship_attempts.labels(self._sink.name, "ok").inc()
             self._metrics.ship_latency.observe(time.perf_counter() - started)
             self._outbox.shipped(seq)
-            self._metrics.update_outbox(self._outbox)
+            self._metrics.update_outbox(*self._outbox.depth(), self._outbox.size_bytes)
         return True
 
     def _pause(self, exc: SinkUnauthorizedError) -> None:

@@ -34,7 +34,7 @@ import opendp.prelude as dp
 
 from relay.aggregate import histogram
 from relay.aggregate.cells import MAX_SAFE_INT, Cell, CellKey
-from relay.ingest.models import Asset, Op, Outcome, Signal
+from relay.core.vocabulary import Asset, Op, Outcome, Signal
 from relay.privacy.ledger import MAX_SCALE
 
 __all__ = [

@@ -23,15 +23,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from relay.aggregate.cells import Cell, CellKey
 from relay.privacy import dp
-from relay.privacy.geo import REGIONS, UNKNOWN
-from relay.privacy.ledger import Budget, decimal_text, plan_budget
-
-if TYPE_CHECKING:
-    from relay.config import PrivacyConfig
+from relay.privacy.ledger import Budget, decimal_text
 
 __all__ = ["DpRelease"]
 
@@ -45,25 +41,6 @@ class DpRelease:
     geo: str
     max_events_per_contributor: int
     budget: Budget
-
-    @classmethod
-    def from_config(cls, privacy: PrivacyConfig, window_seconds: int) -> DpRelease:
-        budget = plan_budget(
-            epsilon=privacy.epsilon,
-            max_events=privacy.max_events_per_contributor,
-            cells=privacy.max_cells_per_contributor,
-            window_seconds=window_seconds,
-            cap=privacy.daily_epsilon_cap,
-        )
-        nodes = frozenset((node.role, node.id) for node in privacy.nodes)
-        regions = (UNKNOWN,) if privacy.geo == "none" else REGIONS
-        return cls(
-            nodes=nodes,
-            cells=tuple(sorted((role, i, region) for role, i in nodes for region in regions)),
-            geo=privacy.geo,
-            max_events_per_contributor=privacy.max_events_per_contributor,
-            budget=budget,
-        )
 
     def summaries(
         self, cells: Mapping[CellKey, Cell], window_start_ms: int, window_end_ms: int

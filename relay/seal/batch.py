@@ -17,9 +17,10 @@ from relay.attest.batch import ZERO_HASH, SignedBatch, sign_batch
 from relay.attest.checkpoint import sign_checkpoint
 from relay.attest.keys import OperatorKey
 from relay.attest.merkle import CompactRange, leaf_hash
+from relay.core.document import Document
 from relay.outbox.outbox import ChainHead
 from relay.seal.release import ReleasePolicy
-from relay.sinks.documents import DOCUMENT_SCHEMA, Document, batch_documents
+from relay.sinks.documents import DOCUMENT_SCHEMA, batch_documents
 
 __all__ = ["SealedBatch", "Span", "plan_spans", "seal_span"]
 

@@ -11,12 +11,21 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from relay.aggregate.cells import OpenWindows, WindowState
 from relay.privacy.dp_release import DpRelease
+from relay.privacy.geo import REGIONS, UNKNOWN
+from relay.privacy.ledger import plan_budget
 from relay.privacy.threshold import apply_threshold
 
 if TYPE_CHECKING:
     from relay.config import PrivacyConfig, WindowConfig
 
-__all__ = ["DpPolicy", "KThresholdPolicy", "Release", "ReleasePolicy", "release_policy"]
+__all__ = [
+    "DpPolicy",
+    "KThresholdPolicy",
+    "Release",
+    "ReleasePolicy",
+    "dp_release",
+    "release_policy",
+]
 
 # Rejection reasons counted in a batch's stats; `rejected` is their sum.
 REJECTION_REASONS = ("invalid", "late", "too_old", "too_new", "too_many")
@@ -128,7 +137,27 @@ class DpPolicy:
         return self.dp.header()
 
 
+def dp_release(privacy: PrivacyConfig, window_seconds: int) -> DpRelease:
+    """The dp mode's fixed publication and noise, planned from the configuration."""
+    budget = plan_budget(
+        epsilon=privacy.epsilon,
+        max_events=privacy.max_events_per_contributor,
+        cells=privacy.max_cells_per_contributor,
+        window_seconds=window_seconds,
+        cap=privacy.daily_epsilon_cap,
+    )
+    nodes = frozenset((node.role, node.id) for node in privacy.nodes)
+    regions = (UNKNOWN,) if privacy.geo == "none" else REGIONS
+    return DpRelease(
+        nodes=nodes,
+        cells=tuple(sorted((role, i, region) for role, i in nodes for region in regions)),
+        geo=privacy.geo,
+        max_events_per_contributor=privacy.max_events_per_contributor,
+        budget=budget,
+    )
+
+
 def release_policy(privacy: PrivacyConfig, window: WindowConfig) -> ReleasePolicy:
     if privacy.mode == "dp":
-        return DpPolicy(privacy, window, DpRelease.from_config(privacy, window.seconds))
+        return DpPolicy(privacy, window, dp_release(privacy, window.seconds))
     return KThresholdPolicy(privacy, window)

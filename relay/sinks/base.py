@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from relay.sinks.documents import Document
+from relay.core.document import Document
 
 __all__ = ["Sink", "SinkConflictError", "SinkError", "SinkUnauthorizedError"]
 

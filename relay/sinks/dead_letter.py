@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,8 @@ from typing import Any
 
 import orjson
 
-from relay.sinks.documents import Document
+from relay.core.clock import wall_clock_ms
+from relay.core.document import Document
 
 __all__ = ["DeadLetter", "DeadLetterFile"]
 
@@ -49,7 +49,7 @@ class DeadLetterFile:
 
     async def append(self, letters: Sequence[DeadLetter]) -> None:
         """Append and fsync: the batch leaves the outbox only after this returns."""
-        at_ms = time.time_ns() // 1_000_000
+        at_ms = wall_clock_ms()
         data = b"".join(letter.to_line(at_ms) for letter in letters)
         await asyncio.to_thread(self._write, data)
 

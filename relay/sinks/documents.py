@@ -9,25 +9,22 @@ ours (`same_source`): anyone else who can write the index could have taken the i
 
 from __future__ import annotations
 
-import binascii
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from relay.attest.batch import SignedBatch
-from relay.attest.merkle import inclusion_proofs, leaf_hash
+from relay.attest.merkle import CompactRange, inclusion_proofs, leaf_hash
+from relay.core.b64 import b64encode
+from relay.core.document import Document
+from relay.core.indices import index_name, origin_slug
 
 __all__ = [
     "DOCUMENT_SCHEMA",
-    "Document",
     "attested_leaf_hash",
     "batch_documents",
-    "index_name",
-    "origin_slug",
     "own_index_patterns",
     "same_source",
     "unpack_source",
@@ -40,39 +37,22 @@ __all__ = [
 #: the only one before) is still read everywhere: by `relay verify`, `relay lead` and the outbox.
 DOCUMENT_SCHEMA = 2
 
-#: Elasticsearch refuses index names longer than this many bytes.
-MAX_INDEX_NAME = 255
-_NOT_SLUG = re.compile(r"[^a-z0-9]+")
 
+@dataclass(frozen=True, slots=True)
+class ChainStart:
+    """Where an origin's chain starts when its first batches are gone on purpose.
 
-@dataclass(frozen=True)
-class Document:
-    index: str
-    id: str
-    source: dict[str, Any]
+    Retention of the embedded store leaves one (relay/sinks/retention.py), and so does a hold
+    (relay/lead/holds.py). Batch ``seq`` is then the first one, its `prev` must be ``prev`` and,
+    when ``log`` (the frontier of the log of batch messages 0..seq − 1) is known, every stored
+    checkpoint is still checked against the log: a wrong marker shows as `checkpoint_mismatch`
+    against the operator's own signed checkpoints. Without it the stored checkpoints are checked
+    for signature and size only, as after a missing batch.
+    """
 
-    def to_line(self) -> bytes:
-        """One NDJSON line of `relay export`, newline included."""
-        return orjson.dumps({"_index": self.index, "_id": self.id, "_source": self.source}) + b"\n"
-
-    @classmethod
-    def from_line(cls, line: bytes | str) -> Document:
-        data = orjson.loads(line)
-        return cls(data["_index"], data["_id"], data["_source"])
-
-
-def origin_slug(origin: str) -> str:
-    """The origin as it appears in index names (DESIGN §7, pinned): lower-cased, every run of
-    characters outside [a-z0-9] replaced by one `-` (`relay.example.org/eu-1` →
-    `relay-example-org-eu-1`). Two origins can share a slug; that only lets their keys write each
-    other's indices, and a 409 is still checked against the stored content."""
-    return _NOT_SLUG.sub("-", origin.lower())
-
-
-def index_name(prefix: str, kind: str, origin: str, window_start_ms: int) -> str:
-    """`<prefix><kind>-<origin slug>-YYYY.MM`, the month (UTC) of the window start."""
-    month = datetime.fromtimestamp(window_start_ms / 1000, tz=UTC).strftime("%Y.%m")
-    return f"{prefix}{kind}-{origin_slug(origin)}-{month}"
+    seq: int
+    prev: bytes
+    log: CompactRange | None
 
 
 def own_index_patterns(prefix: str, origin: str) -> list[str]:
@@ -83,11 +63,6 @@ def own_index_patterns(prefix: str, origin: str) -> list[str]:
     """
     slug = origin_slug(origin)
     return [f"{prefix}{kind}-{slug}-????.??" for kind in ("batches", "summaries")]
-
-
-def _b64(data: bytes) -> str:
-    # binascii directly: 14 proof hashes per summary make this a hot spot of sealing.
-    return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
 def batch_documents(
@@ -103,8 +78,8 @@ def batch_documents(
     batch_source = {
         **header,
         "signed": signed.msg.decode("utf-8"),
-        "sig": _b64(signed.sig),
-        "batch_hash": _b64(signed.batch_hash),
+        "sig": b64encode(signed.sig),
+        "batch_hash": b64encode(signed.batch_hash),
         "checkpoint": checkpoint,
     }
     documents = [
@@ -125,9 +100,9 @@ def batch_documents(
             "seq": seq,
             "i": i,
             "att": {
-                "leaf_hash": _b64(hashed),
+                "leaf_hash": b64encode(hashed),
                 "n": n,
-                "proof": [encoded.get(p) or encoded.setdefault(p, _b64(p)) for p in proof],
+                "proof": [encoded.get(p) or encoded.setdefault(p, b64encode(p)) for p in proof],
             },
         }
         documents.append(Document(summary_index, f"{origin}|s|{seq}|{i}", source))
@@ -155,7 +130,7 @@ def attested_leaf_hash(att: Mapping[str, Any]) -> str | None:
     leaf, stated = att.get("leaf"), att.get("leaf_hash")
     if isinstance(leaf, str):
         try:
-            return _b64(leaf_hash(leaf.encode("utf-8")))
+            return b64encode(leaf_hash(leaf.encode("utf-8")))
         except UnicodeEncodeError:
             return None
     return stated if isinstance(stated, str) else None

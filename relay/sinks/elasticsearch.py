@@ -29,10 +29,11 @@ from elastic_transport import ConnectionTimeout, TransportError
 from elastic_transport.client_utils import DEFAULT
 from elasticsearch import ApiError, AsyncElasticsearch
 
+from relay.core.document import Document
 from relay.metrics import RelayMetrics
 from relay.sinks.base import SinkConflictError, SinkError, SinkUnauthorizedError
 from relay.sinks.dead_letter import DeadLetter, DeadLetterFile
-from relay.sinks.documents import Document, same_source
+from relay.sinks.documents import same_source
 
 __all__ = ["ElasticsearchSink", "make_client"]
 

@@ -37,9 +37,10 @@ from pydantic import BaseModel, ValidationError
 
 from relay import __version__
 from relay.config import SinkConfig
-from relay.ingest.models import Asset, Op, Outcome, Signal
+from relay.core.indices import origin_slug
+from relay.core.vocabulary import Asset, Op, Outcome, Signal
 from relay.schemagen import AggregatePrivacy, DpPrivacy, Stats
-from relay.sinks.documents import origin_slug, own_index_patterns
+from relay.sinks.documents import own_index_patterns
 from relay.sinks.elasticsearch import make_client
 
 __all__ = [

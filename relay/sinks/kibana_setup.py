@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import os
 import ssl
 import sys
@@ -31,6 +30,7 @@ from urllib.parse import quote
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector
 
 from relay import __version__
+from relay.core.b64 import b64encode
 from relay.sinks import es_setup
 
 __all__ = ["KibanaError", "KibanaPlan", "add_arguments", "run_command", "run_kibana_setup"]
@@ -137,7 +137,7 @@ def _headers(args: argparse.Namespace) -> dict[str, str]:
         headers["Authorization"] = f"ApiKey {args.api_key}"
     elif args.user:
         password = args.password or os.environ.get("ELASTIC_PASSWORD", "")
-        token = base64.b64encode(f"{args.user}:{password}".encode()).decode()
+        token = b64encode(f"{args.user}:{password}".encode())
         headers["Authorization"] = f"Basic {token}"
     return headers
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import orjson
 
+from relay.core.document import Document
 from relay.sinks.base import SinkConflictError, SinkError
-from relay.sinks.documents import Document
 from relay.sinks.store import EmbeddedStore
 
 __all__ = ["NdjsonSink", "StoreSink"]

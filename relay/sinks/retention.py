@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 from relay.attest.batch import batch_hash
 from relay.attest.merkle import CompactRange, leaf_hash
+from relay.sinks.documents import ChainStart
 from relay.sinks.store import EmbeddedStore
-from relay.verify.verifier import ChainStart
 
 __all__ = ["DAY_MS", "RetentionResult", "apply_retention", "describe"]
 

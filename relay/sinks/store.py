@@ -8,7 +8,6 @@ counts as stored only if it holds our document: `write` names the ids holding an
 
 from __future__ import annotations
 
-import base64
 import sqlite3
 import threading
 from collections.abc import Generator, Iterator, Sequence
@@ -18,8 +17,9 @@ from typing import Any
 import orjson
 
 from relay.attest.merkle import CompactRange
-from relay.sinks.documents import Document, same_source
-from relay.verify.verifier import ChainStart
+from relay.core.b64 import b64decode, b64encode
+from relay.core.document import Document
+from relay.sinks.documents import ChainStart, same_source
 
 __all__ = ["EmbeddedStore"]
 
@@ -125,8 +125,8 @@ class EmbeddedStore:
         return {
             origin: ChainStart(
                 first_seq,
-                base64.b64decode(prev),
-                CompactRange.from_list(first_seq, [base64.b64decode(h) for h in orjson.loads(log)]),
+                b64decode(prev),
+                CompactRange.from_list(first_seq, [b64decode(h) for h in orjson.loads(log)]),
             )
             for origin, first_seq, prev, log in rows
         }
@@ -136,7 +136,7 @@ class EmbeddedStore:
         in one transaction (a batch never goes without its summaries); return documents deleted.
         """
         assert start.log is not None
-        log = orjson.dumps([base64.b64encode(h).decode() for h in start.log.to_list()])
+        log = orjson.dumps([b64encode(h) for h in start.log.to_list()])
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -145,7 +145,7 @@ class EmbeddedStore:
                 )
                 self._db.execute(
                     "INSERT OR REPLACE INTO retained VALUES (?, ?, ?, ?, ?)",
-                    (origin, start.seq, base64.b64encode(start.prev).decode(), log, now_ms),
+                    (origin, start.seq, b64encode(start.prev), log, now_ms),
                 )
                 self._db.execute("COMMIT")
             except BaseException:

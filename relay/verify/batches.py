@@ -6,7 +6,6 @@ only the header parsed from the verified `signed` bytes).
 
 from __future__ import annotations
 
-import binascii
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +13,8 @@ from typing import Any
 from relay.attest.batch import batch_hash, verify_batch
 from relay.attest.errors import BadSignatureError, MalformedBatchError, NonCanonicalError
 from relay.attest.keys import VerifierKey
-from relay.sinks.documents import Document
+from relay.core.b64 import b64decode, b64encode
+from relay.core.document import Document
 from relay.verify.findings import Code
 from relay.verify.keyring import Keyring
 from relay.verify.leaves import same_json
@@ -95,8 +95,8 @@ def _verify(
         emit(Code.BAD_SIGNATURE, "batch document has no signature", doc_id)
         return None
     try:
-        sig = binascii.a2b_base64(sig_text, strict_mode=True)
-    except (binascii.Error, ValueError):
+        sig = b64decode(sig_text)
+    except ValueError:
         emit(Code.BAD_SIGNATURE, "signature is not base64", doc_id)
         return None
     try:
@@ -120,7 +120,7 @@ def _check_copies(
         for key in (source.keys() | header.keys()) - _ENVELOPE
         if not same_json(source.get(key, _MISSING), header.get(key, _MISSING))
     )
-    if source.get("batch_hash") != binascii.b2a_base64(digest, newline=False).decode():
+    if source.get("batch_hash") != b64encode(digest):
         differing.append("batch_hash")
     if differing:
         emit(Code.LEAF_MISMATCH, f"fields {differing} differ from the signed header", doc_id)

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import sys
-import time
 from collections.abc import Generator
 from pathlib import Path
 
@@ -15,14 +14,16 @@ import orjson
 from relay.attest.cosignature import CosignerKey
 from relay.attest.errors import AttestError, InvalidVerifierKeyError
 from relay.attest.keys import VerifierKey
+from relay.core.clock import wall_clock_ms
+from relay.core.document import Document
 from relay.registry import Registry, RegistryError
-from relay.sinks.documents import Document
+from relay.sinks.documents import ChainStart
 from relay.verify.consistency import operator_proof_findings
 from relay.verify.elasticsearch import elasticsearch_documents
 from relay.verify.errors import SourceError, VerifyError
 from relay.verify.report import VerificationReport
 from relay.verify.sources import ndjson_documents, store_chain_starts, store_documents
-from relay.verify.verifier import ChainStart, verify_documents
+from relay.verify.verifier import verify_documents
 
 __all__ = ["add_verify_command"]
 
@@ -137,7 +138,7 @@ def _run_report(args: argparse.Namespace) -> int:
                     lead_key,
                     registry,
                     documents,
-                    now_ms=time.time_ns() // 1_000_000,
+                    now_ms=wall_clock_ms(),
                     chain_starts=_chain_starts(args),
                 )
             )

@@ -15,14 +15,14 @@ from typing import Any
 
 import orjson
 
-from relay.attest._b64 import b64decode
 from relay.attest.merkle import HASH_SIZE
+from relay.core.b64 import b64decode
 from relay.registry import Registry
 from relay.verify.checkpoints import SavedCheckpoint, open_saved_checkpoint
 from relay.verify.errors import VerifyError
 from relay.verify.findings import Code, Finding
+from relay.verify.judge import Inconsistent, Seen, judge, needs_proof
 from relay.verify.keyring import Keyring
-from relay.witness.judge import Inconsistent, Seen, judge, needs_proof
 
 __all__ = ["fetch_json", "operator_proof_findings", "parse_proof"]
 

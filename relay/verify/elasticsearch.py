@@ -24,7 +24,7 @@ from typing import Any, Final
 from elastic_transport import TransportError
 from elasticsearch import ApiError, AsyncElasticsearch
 
-from relay.sinks.documents import Document
+from relay.core.document import Document
 from relay.verify.errors import SourceError
 from relay.verify.sources import document_from_mapping
 

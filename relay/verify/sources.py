@@ -14,10 +14,10 @@ from typing import IO, Any
 
 import orjson
 
-from relay.sinks.documents import Document
+from relay.core.document import Document
+from relay.sinks.documents import ChainStart
 from relay.sinks.store import EmbeddedStore
 from relay.verify.errors import SourceError
-from relay.verify.verifier import ChainStart
 
 __all__ = ["document_from_mapping", "ndjson_documents", "store_chain_starts", "store_documents"]
 

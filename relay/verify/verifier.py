@@ -15,19 +15,20 @@ compared with it (DESIGN §5.5); then every summary is checked against the signe
 
 from __future__ import annotations
 
-import base64
-import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import Any
 
 from relay.attest.batch import ZERO_HASH
 from relay.attest.checkpoint import open_checkpoint
 from relay.attest.cosignature import CosignerKey, cosigned_at
 from relay.attest.errors import CheckpointError
 from relay.attest.merkle import EMPTY_ROOT, CompactRange, leaf_hash
+from relay.core.b64 import b64decode, b64encode
+from relay.core.clock import wall_clock_ms
+from relay.core.document import Document
+from relay.core.numbers import is_int
 from relay.registry import Registry
-from relay.sinks.documents import Document
+from relay.sinks.documents import ChainStart
 from relay.verify.batches import Emit, OpenedBatch, open_batch
 from relay.verify.checkpoints import SavedCheckpoint, open_saved_checkpoint
 from relay.verify.findings import Code, Finding
@@ -38,23 +39,6 @@ from relay.verify.report import OriginHead, OriginTotals, VerificationReport
 __all__ = ["ChainStart", "Verifier", "verify_documents"]
 
 _HASH = 32
-
-
-@dataclass(frozen=True, slots=True)
-class ChainStart:
-    """Where an origin's chain starts when its first batches are gone on purpose.
-
-    Retention of the embedded store leaves one (relay/sinks/retention.py), and so does a hold
-    (relay/lead/holds.py). Batch ``seq`` is then the first one, its `prev` must be ``prev`` and,
-    when ``log`` (the frontier of the log of batch messages 0..seq − 1) is known, every stored
-    checkpoint is still checked against the log: a wrong marker shows as `checkpoint_mismatch`
-    against the operator's own signed checkpoints. Without it the stored checkpoints are checked
-    for signature and size only, as after a missing batch.
-    """
-
-    seq: int
-    prev: bytes
-    log: CompactRange | None
 
 
 def verify_documents(
@@ -76,7 +60,7 @@ def verify_documents(
     """
     verifier = Verifier(
         registry,
-        now_ms=time.time_ns() // 1_000_000 if now_ms is None else now_ms,
+        now_ms=wall_clock_ms() if now_ms is None else now_ms,
         saved_checkpoints=saved_checkpoints,
         witness_keys=witness_keys,
         chain_starts=chain_starts,
@@ -161,7 +145,7 @@ class Verifier:
     def feed(self, document: Document) -> None:
         source = document.source
         origin, seq = source.get("origin"), source.get("seq")
-        if not isinstance(origin, str) or not _is_int(seq) or seq < 0:
+        if not isinstance(origin, str) or not is_int(seq) or seq < 0:
             self._malformed(document, origin, seq)
             return
         if self._group != (origin, seq):
@@ -192,7 +176,7 @@ class Verifier:
         self._emit(
             code,
             origin if isinstance(origin, str) else None,
-            seq if _is_int(seq) else None,
+            seq if is_int(seq) else None,
             document.id,
             "document has no valid origin and seq, so it cannot belong to a signed batch",
         )
@@ -257,7 +241,7 @@ class Verifier:
         if expected is not None:
             for batch in trusted:
                 assert batch.header is not None
-                if batch.header["prev"] == _b64(expected):
+                if batch.header["prev"] == b64encode(expected):
                     return batch
         return trusted[0]
 
@@ -294,7 +278,7 @@ class Verifier:
         if batch.header is not None:
             self.report.heads[origin] = OriginHead(
                 seq=seq,
-                batch_hash=_b64(batch.batch_hash),
+                batch_hash=b64encode(batch.batch_hash),
                 checkpoint=self._check_stored_checkpoint(chain, seq, batch, emit),
                 last_window_end_ms=batch.header["window_end_ms"],
             )
@@ -308,16 +292,16 @@ class Verifier:
         if end <= start:
             emit(Code.WINDOW_DISCONTINUITY, f"window [{start}, {end}) is empty", batch.doc_id)
         if seq == 0:
-            if header["prev"] != _b64(ZERO_HASH):
+            if header["prev"] != b64encode(ZERO_HASH):
                 emit(Code.PREV_MISMATCH, "seq 0 must have prev = 32 zero bytes", batch.doc_id)
             return True
         last = chain.last if seq == chain.next_seq else None
         if last is None:
             return self._check_start(chain, seq, batch, emit)
-        if header["prev"] != _b64(last.batch_hash):
+        if header["prev"] != b64encode(last.batch_hash):
             emit(
                 Code.PREV_MISMATCH,
-                f"prev {header['prev']} is not the batch_hash {_b64(last.batch_hash)} of seq "
+                f"prev {header['prev']} is not the batch_hash {b64encode(last.batch_hash)} of seq "
                 f"{seq - 1}",
                 batch.doc_id,
             )
@@ -353,11 +337,11 @@ class Verifier:
         if start is None or seq != start.seq:
             return False
         assert batch.header is not None
-        if batch.header["prev"] != _b64(start.prev):
+        if batch.header["prev"] != b64encode(start.prev):
             emit(
                 Code.PREV_MISMATCH,
-                f"prev {batch.header['prev']} is not {_b64(start.prev)}, the batch_hash of seq "
-                f"{seq - 1} recorded when the batches before seq {seq} were deleted",
+                f"prev {batch.header['prev']} is not {b64encode(start.prev)}, the batch_hash of "
+                f"seq {seq - 1} recorded when the batches before seq {seq} were deleted",
                 batch.doc_id,
             )
         return True
@@ -395,9 +379,9 @@ class Verifier:
         chain.log_diverged = True
         emit(
             Code.CHECKPOINT_MISMATCH,
-            f"stored checkpoint root {_b64(checkpoint.root)} is not the root "
-            f"{_b64(chain.log.root())} of the batch messages read; later stored checkpoints of "
-            "this origin are not compared",
+            f"stored checkpoint root {b64encode(checkpoint.root)} is not the root "
+            f"{b64encode(chain.log.root())} of the batch messages read; later stored checkpoints "
+            "of this origin are not compared",
             batch.doc_id,
         )
         return None
@@ -444,8 +428,8 @@ class Verifier:
                     origin,
                     size - 1,
                     None,
-                    f"saved checkpoint of size {size} has root {_b64(checkpoint.root)}, but the "
-                    f"retention marker's log of that size has {_b64(start.log.root())}",
+                    f"saved checkpoint of size {size} has root {b64encode(checkpoint.root)}, but "
+                    f"the retention marker's log of that size has {b64encode(start.log.root())}",
                 )
             return
         same_size = chain.saved.setdefault(size, [])
@@ -457,8 +441,8 @@ class Verifier:
                     size - 1,
                     None,
                     f"two saved checkpoints of size {size} have different roots "
-                    f"({_b64(other.checkpoint.root)}, {_b64(checkpoint.root)}): the operator "
-                    "showed different logs to different parties",
+                    f"({b64encode(other.checkpoint.root)}, {b64encode(checkpoint.root)}): the "
+                    "operator showed different logs to different parties",
                 )
                 break
         same_size.append(saved)
@@ -473,9 +457,9 @@ class Verifier:
                     origin,
                     seq,
                     None,
-                    f"saved checkpoint of size {seq + 1} has root {_b64(saved.checkpoint.root)}, "
-                    f"but the batches read give {_b64(chain.log.root())}: the log was rewritten "
-                    "or forked",
+                    f"saved checkpoint of size {seq + 1} has root "
+                    f"{b64encode(saved.checkpoint.root)}, but the batches read give "
+                    f"{b64encode(chain.log.root())}: the log was rewritten or forked",
                 )
 
     # -- summaries (DESIGN §5.2) ----------------------------------------------------------------
@@ -490,7 +474,7 @@ class Verifier:
     ) -> None:
         header = primary.header
         assert header is not None
-        n, root = header["n"], base64.b64decode(header["root"])
+        n, root = header["n"], b64decode(header["root"])
         totals = self._totals(origin)
         self.report.summaries_checked += len(documents)
         totals.summaries += len(documents)
@@ -564,7 +548,7 @@ class Verifier:
         one (the equivocation is reported already)."""
         for other in others:
             assert other.header is not None
-            n, root = other.header["n"], base64.b64decode(other.header["root"])
+            n, root = other.header["n"], b64decode(other.header["root"])
             if check_summary(document.source, leaf, n, root, None) is None:
                 return True
         return False
@@ -590,10 +574,10 @@ class Verifier:
 def _events(source: dict[str, Any]) -> int | None:
     """requests + Σ signals of a summary, or None if they are not counts."""
     requests, signals = source.get("requests"), source.get("signals")
-    if not _is_int(requests) or not isinstance(signals, dict):
+    if not is_int(requests) or not isinstance(signals, dict):
         return None
     counts = list(signals.values())
-    return requests + sum(counts) if all(_is_int(c) for c in counts) else None
+    return requests + sum(counts) if all(is_int(c) for c in counts) else None
 
 
 def _why_unconfirmed(chain: _Chain, size: int) -> str:
@@ -605,7 +589,7 @@ def _why_unconfirmed(chain: _Chain, size: int) -> str:
 
 
 def _equivocation(seq: int, other_hash: bytes) -> str:
-    return f"another signed batch with seq {seq} exists (batch_hash {_b64(other_hash)})"
+    return f"another signed batch with seq {seq} exists (batch_hash {b64encode(other_hash)})"
 
 
 def _distinct(batches: Iterable[OpenedBatch]) -> list[OpenedBatch]:
@@ -619,12 +603,3 @@ def _distinct(batches: Iterable[OpenedBatch]) -> list[OpenedBatch]:
 def _few(values: list[int]) -> str:
     shown = ", ".join(map(str, values[:10]))
     return shown + (f" … ({len(values)} in all)" if len(values) > 10 else "")
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _is_int(value: object) -> TypeGuard[int]:
-    # bool is an int subclass, but true is not a position or a seq.
-    return isinstance(value, int) and not isinstance(value, bool)

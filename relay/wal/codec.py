@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from relay.observation import IngestRecord, Observation, ms_bucket, throughput_bucket
+from relay.aggregate.observation import IngestRecord, Observation, ms_bucket, throughput_bucket
 
 __all__ = ["HEADER", "CorruptRecord", "decode_payload", "encode", "iter_frames"]
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from relay.observation import IngestRecord
+from relay.aggregate.observation import IngestRecord
 from relay.wal import codec
 
 __all__ = ["ReplayReport", "WalFullError", "WalUnavailableError", "WriteAheadLog"]

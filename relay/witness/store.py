@@ -11,7 +11,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from relay.witness.judge import Seen
+from relay.verify.judge import Seen
 
 __all__ = ["StoredFinding", "WitnessStore"]
 

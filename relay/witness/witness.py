@@ -6,7 +6,7 @@ restart) and, for every operator entry with a `url`:
 1. GET <url>/v1/operator and open its checkpoint with the registry's keys of that origin;
 2. if the tree is larger than the largest one cosigned, GET <url>/v1/proof/consistency from that
    size and check the proof (RFC 9162 §2.1.4);
-3. judge it against what is stored (relay/witness/judge.py): cosign and store it, or raise
+3. judge it against what is stored (relay/verify/judge.py): cosign and store it, or raise
    `inconsistent_checkpoint`.
 
 An operator that cannot be reached, serves a checkpoint its registered key did not sign, or
@@ -35,8 +35,8 @@ from relay.verify.checkpoints import open_saved_checkpoint
 from relay.verify.consistency import MAX_ANSWER_BYTES, parse_proof
 from relay.verify.errors import SavedCheckpointError
 from relay.verify.findings import Code, Finding
+from relay.verify.judge import Cosign, Inconsistent, judge, needs_proof
 from relay.verify.keyring import Keyring
-from relay.witness.judge import Cosign, Inconsistent, judge, needs_proof
 from relay.witness.store import WitnessStore
 
 __all__ = ["Witness"]

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from relay.attest._b64 import b64encode
 from relay.attest.checkpoint import Checkpoint
 from relay.attest.merkle import verify_consistency
+from relay.core.b64 import b64encode
 
 __all__ = ["Cosign", "Inconsistent", "Seen", "Unchanged", "Verdict", "judge", "needs_proof"]
 
@@ -68,8 +68,8 @@ def judge(
         if seen_root == new.root:
             return Unchanged()
         return Inconsistent(
-            f"two different trees of size {new.size}: root {_b64(new.root)} now, "
-            f"{_b64(seen_root)} seen before (a fork shown to different parties)"
+            f"two different trees of size {new.size}: root {b64encode(new.root)} now, "
+            f"{b64encode(seen_root)} seen before (a fork shown to different parties)"
         )
     if last is None:
         return Cosign()  # the first checkpoint seen of this origin: trust on first use
@@ -85,12 +85,8 @@ def judge(
         raise ValueError("a consistency proof is needed to judge a larger tree")
     if not verify_consistency(last.size, new.size, last.root, new.root, proof):
         return Inconsistent(
-            f"consistency proof from size {last.size} (root {_b64(last.root)}) to size "
-            f"{new.size} (root {_b64(new.root)}) does not verify: the new tree does not extend "
-            "the one seen"
+            f"consistency proof from size {last.size} (root {b64encode(last.root)}) to size "
+            f"{new.size} (root {b64encode(new.root)}) does not verify: the new tree does not "
+            "extend the one seen"
         )
     return Cosign()
-
-
-def _b64(root: bytes) -> str:
-    return b64encode(root)
