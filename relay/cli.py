@@ -22,6 +22,7 @@ from relay.ingest.client_config import ClientConfigDocument
 from relay.ingest.http import create_app, create_operator_app, runner_options
 from relay.ingest.server import make_runner
 from relay.lead.commands import add_hold_command, add_report_command, add_retention_command
+from relay.lead.report import recheck_report
 from relay.logs import configure_logging
 from relay.registry import RegistryError
 from relay.serve import OperatorRelay, tune_gc
@@ -244,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_kibana_arguments(es_setup)
     es_setup.set_defaults(run=run_es_setup)
 
-    add_verify_command(commands)
+    add_verify_command(commands, recheck_report)
     add_witness_command(commands)
     bench = commands.add_parser("bench", help="measure ingest against its parse-only ceiling")
     bench.add_argument("--out", type=Path, default=Path("bench-report.json"))

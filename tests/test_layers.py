@@ -42,9 +42,7 @@ LAYERS: list[set[str]] = [
 
 # Imports that still break the contract, each to be removed (issue 14); the test fails when one
 # of them is gone, so that this list only shrinks.
-KNOWN: dict[tuple[str, str], str] = {
-    ("relay.verify.command", "relay.lead.report"): "relay verify --report re-checks lead reports",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def _module(path: Path) -> str:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import sys
-from collections.abc import Generator
+from collections.abc import Coroutine, Generator, Iterable, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 import orjson
 
@@ -28,7 +30,35 @@ from relay.verify.verifier import verify_documents
 __all__ = ["add_verify_command"]
 
 
-def add_verify_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+class ReportFinding(Protocol):
+    @property
+    def code(self) -> str: ...
+
+    @property
+    def message(self) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class RecheckReport(Protocol):
+    """Re-checks a period report of the lead (relay.lead.report.recheck_report), passed in by
+    the CLI so that verification does not depend on the lead."""
+
+    def __call__(
+        self,
+        text: str,
+        lead_key: VerifierKey,
+        registry: Registry,
+        documents: Iterable[Document],
+        *,
+        now_ms: int,
+        chain_starts: dict[str, ChainStart] | None = None,
+    ) -> Coroutine[Any, Any, Sequence[ReportFinding]]: ...
+
+
+def add_verify_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], recheck_report: RecheckReport
+) -> None:
     verify = commands.add_parser(
         "verify",
         help="check signed batches and summaries against an operator registry",
@@ -81,12 +111,12 @@ def add_verify_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
     verify.add_argument(
         "--lead-key", metavar="VKEY", help="the lead's verifier key string (with --report)"
     )
-    verify.set_defaults(run=_run)
+    verify.set_defaults(run=functools.partial(_run, recheck_report=recheck_report))
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, *, recheck_report: RecheckReport) -> int:
     if args.report is not None:
-        return _run_report(args)
+        return _run_report(args, recheck_report)
     try:
         registry = Registry.load(args.registry)
         saved = [_read_note(path) for path in args.checkpoint]
@@ -120,10 +150,7 @@ def _witness_key(text: str) -> CosignerKey:
         raise VerifyError(f"--witness-key {text!r}: {exc}") from exc
 
 
-def _run_report(args: argparse.Namespace) -> int:
-    # The lead's modules are imported here only: plain `relay verify` stays independent of them.
-    from relay.lead.report import recheck_report
-
+def _run_report(args: argparse.Namespace, recheck_report: RecheckReport) -> int:
     if args.lead_key is None:
         print("relay verify: --report needs --lead-key", file=sys.stderr)
         return 2
