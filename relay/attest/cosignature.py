@@ -21,13 +21,17 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-import nacl.exceptions
-import nacl.signing
-
 from relay.attest.checkpoint import SIG_LINE_PREFIX, split_note
 from relay.attest.errors import InvalidOriginError, InvalidVerifierKeyError
-from relay.attest.keys import PUBLIC_KEY_SIZE, OperatorKey, validate_origin
-from relay.core.b64 import b64decode, b64encode
+from relay.attest.keys import (
+    PUBLIC_KEY_SIZE,
+    SIGNATURE_SIZE,
+    OperatorKey,
+    ed25519_verifies,
+    parse_note_key,
+    validate_origin,
+)
+from relay.core.b64 import b64encode
 
 __all__ = ["ALG_COSIGNATURE_V1", "CosignerKey", "cosign", "cosignature_message", "cosigned_at"]
 
@@ -36,7 +40,6 @@ ALG_COSIGNATURE_V1 = 0x04
 _HEADER = "cosignature/v1\n"
 _MAX_TIMESTAMP = (1 << 63) - 1
 _TIMESTAMP_SIZE = 8
-_SIGNATURE_SIZE = 64
 
 
 def _key_id(name: str, public_key: bytes) -> bytes:
@@ -81,21 +84,13 @@ class CosignerKey:
     @classmethod
     def parse(cls, s: str) -> CosignerKey:
         """Parse ``<name>+<key ID>+base64(0x04 ‖ key)``; InvalidVerifierKeyError if wrong."""
-        parts = s.split("+", 2)
-        if len(parts) != 3:
-            raise InvalidVerifierKeyError(
-                f"a witness key has the form <name>+<kid>+<base64 key>, got {len(parts)} part(s)"
-            )
-        name, kid, encoded = parts
-        try:
-            raw = b64decode(encoded)
-        except ValueError as e:
-            raise InvalidVerifierKeyError(f"key material is not valid base64: {e}") from e
-        if not raw or raw[0] != ALG_COSIGNATURE_V1:
-            raise InvalidVerifierKeyError(
-                "a witness key's material must start with the cosignature/v1 type byte 0x04"
-            )
-        key = cls(name, raw[1:])
+        name, kid, public_key = parse_note_key(
+            s,
+            form="a witness key has the form <name>+<kid>+<base64 key>",
+            type_byte=ALG_COSIGNATURE_V1,
+            type_error="a witness key's material must start with the cosignature/v1 type byte 0x04",
+        )
+        key = cls(name, public_key)
         if kid != key.key_id.hex():
             raise InvalidVerifierKeyError(
                 f"key id {kid!r} does not match the key (it is {key.key_id.hex()!r})"
@@ -104,13 +99,7 @@ class CosignerKey:
 
     def verify(self, msg: bytes, sig: bytes) -> bool:
         """True iff ``sig`` is a valid Ed25519 signature of ``msg``; never raises for bad ones."""
-        if len(sig) != _SIGNATURE_SIZE:
-            return False
-        try:
-            nacl.signing.VerifyKey(self.public_key).verify(msg, sig)
-        except nacl.exceptions.BadSignatureError:
-            return False
-        return True
+        return ed25519_verifies(self.public_key, msg, sig)
 
     @classmethod
     def of(cls, key: OperatorKey) -> CosignerKey:
@@ -142,7 +131,7 @@ def cosigned_at(note: str, cosigner: CosignerKey) -> int | None:
     for name, blob in signatures:
         if name != cosigner.name or blob[:4] != key_id:
             continue
-        if len(blob) != 4 + _TIMESTAMP_SIZE + _SIGNATURE_SIZE:
+        if len(blob) != 4 + _TIMESTAMP_SIZE + SIGNATURE_SIZE:
             continue
         timestamp = int.from_bytes(blob[4 : 4 + _TIMESTAMP_SIZE], "big")
         if timestamp > _MAX_TIMESTAMP:

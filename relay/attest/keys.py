@@ -106,34 +106,48 @@ class VerifierKey:
     @classmethod
     def parse(cls, s: str) -> VerifierKey:
         """Parse a verifier key string; raise InvalidVerifierKeyError saying what is wrong."""
-        # An origin never contains '+' but base64 may, so only the first two separate fields.
-        parts = s.split("+", 2)
-        if len(parts) != 3:
-            raise InvalidVerifierKeyError(
-                f"a verifier key has the form <origin>+<kid>+<base64 key>, got {len(parts)} part(s)"
-            )
-        origin, kid, encoded = parts
+        origin, kid, public_key = parse_note_key(
+            s,
+            form="a verifier key has the form <origin>+<kid>+<base64 key>",
+            type_byte=ALG_ED25519,
+            type_error="key material must start with the Ed25519 algorithm byte 0x01",
+        )
         if not _KID_RE.fullmatch(kid):
             raise InvalidVerifierKeyError(f"key id must be 8 lowercase hex digits, got {kid!r}")
-        try:
-            raw = b64decode(encoded)
-        except ValueError as e:
-            raise InvalidVerifierKeyError(f"key material is not valid base64: {e}") from e
-        if not raw or raw[0] != ALG_ED25519:
-            raise InvalidVerifierKeyError(
-                "key material must start with the Ed25519 algorithm byte 0x01"
-            )
-        return cls(origin, kid, raw[1:])
+        return cls(origin, kid, public_key)
 
     def verify(self, msg: bytes, sig: bytes) -> bool:
         """True iff ``sig`` is a valid Ed25519 signature of ``msg``; never raises for bad ones."""
-        if len(sig) != SIGNATURE_SIZE:
-            return False
-        try:
-            nacl.signing.VerifyKey(self.public_key).verify(msg, sig)
-        except nacl.exceptions.BadSignatureError:
-            return False
-        return True
+        return ed25519_verifies(self.public_key, msg, sig)
+
+
+def parse_note_key(s: str, *, form: str, type_byte: int, type_error: str) -> tuple[str, str, bytes]:
+    """(name, key id, public key) of a C2SP signed-note key string ``<name>+<kid>+base64(type ‖
+    key)``, operator verifier keys (type 0x01) and witness keys (0x04) alike; the caller checks
+    what the key id must be. Raises InvalidVerifierKeyError with ``form`` or ``type_error``."""
+    # A name never contains '+' but base64 may, so only the first two separate fields.
+    parts = s.split("+", 2)
+    if len(parts) != 3:
+        raise InvalidVerifierKeyError(f"{form}, got {len(parts)} part(s)")
+    name, kid, encoded = parts
+    try:
+        raw = b64decode(encoded)
+    except ValueError as e:
+        raise InvalidVerifierKeyError(f"key material is not valid base64: {e}") from e
+    if not raw or raw[0] != type_byte:
+        raise InvalidVerifierKeyError(type_error)
+    return name, kid, raw[1:]
+
+
+def ed25519_verifies(public_key: bytes, msg: bytes, sig: bytes) -> bool:
+    """True iff ``sig`` is a valid Ed25519 signature of ``msg``; never raises for bad ones."""
+    if len(sig) != SIGNATURE_SIZE:
+        return False
+    try:
+        nacl.signing.VerifyKey(public_key).verify(msg, sig)
+    except nacl.exceptions.BadSignatureError:
+        return False
+    return True
 
 
 class OperatorKey:
