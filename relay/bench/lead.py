@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import platform
 import sqlite3
 import statistics
 import time
@@ -25,6 +24,7 @@ import orjson
 from relay import __version__
 from relay.aggregate.histogram import bucket_index
 from relay.aggregate.observation import IngestRecord, Observation
+from relay.bench.run import machine
 from relay.config import Settings
 from relay.lead.server import build_service, open_source
 from relay.lead.service import LeadService
@@ -252,12 +252,7 @@ def run_lead_bench(
     report: dict[str, Any] = {
         "relay_version": __version__,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "load_average_at_start": load,
-        },
+        "machine": machine(load),
         "setup": {
             "days": days,
             "nodes": nodes,

@@ -36,7 +36,18 @@ from relay.bench.bodies import atlas_bodies, events_in, native_bodies
 from relay.config import Settings
 from relay.serve import OperatorRelay, tune_gc
 
-__all__ = ["run_bench"]
+__all__ = ["machine", "run_bench"]
+
+
+def machine(load_average: tuple[float, float, float]) -> dict[str, Any]:
+    """What a bench report says of the machine it ran on (the load before the run began)."""
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "load_average_at_start": load_average,
+    }
+
 
 ROUNDS = 3
 # Every request comes from a new Atlas user (the body's accountId, its last 8 hex digits replaced
@@ -445,12 +456,7 @@ def run_bench(out: Path, duration: int, connections: int, quick: bool) -> dict[s
     report: dict[str, Any] = {
         "relay_version": __version__,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "load_average_at_start": os.getloadavg(),
-        },
+        "machine": machine(os.getloadavg()),
         "setup": {
             "duration_s": duration,
             "connections": connections,

@@ -47,14 +47,19 @@ def ndjson_documents(stream: IO[bytes], name: str) -> Iterator[Document]:
         raise SourceError(f"cannot read {name}: {exc}") from exc
 
 
-def store_documents(path: Path) -> Iterator[Document]:
-    """Every document of the embedded store at ``path`` (store.sqlite or the data_dir)."""
+def _open_store(path: Path) -> tuple[Path, EmbeddedStore]:
+    """The embedded store at ``path`` (store.sqlite or the data_dir), read-only."""
     if path.is_dir():
         path = path / "store.sqlite"
     try:
-        store = EmbeddedStore(path, readonly=True)
+        return path, EmbeddedStore(path, readonly=True)
     except (FileNotFoundError, sqlite3.Error) as exc:
         raise SourceError(f"cannot open the embedded store {path}: {exc}") from exc
+
+
+def store_documents(path: Path) -> Iterator[Document]:
+    """Every document of the embedded store at ``path`` (store.sqlite or the data_dir)."""
+    path, store = _open_store(path)
     try:
         yield from store.documents()
     except sqlite3.Error as exc:
@@ -65,12 +70,7 @@ def store_documents(path: Path) -> Iterator[Document]:
 
 def store_chain_starts(path: Path) -> dict[str, ChainStart]:
     """Where retention left each origin's chain in the embedded store at ``path``."""
-    if path.is_dir():
-        path = path / "store.sqlite"
-    try:
-        store = EmbeddedStore(path, readonly=True)
-    except (FileNotFoundError, sqlite3.Error) as exc:
-        raise SourceError(f"cannot open the embedded store {path}: {exc}") from exc
+    _, store = _open_store(path)
     try:
         return store.chain_starts()
     finally:
