@@ -19,12 +19,9 @@ import time
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
-from verify_throughput import WINDOW_MS, summary
+from verify_throughput import WINDOW_MS, signed_chain
 
-from relay.attest.batch import ZERO_HASH, sign_batch
-from relay.attest.checkpoint import sign_checkpoint
 from relay.attest.keys import OperatorKey
-from relay.attest.merkle import CompactRange, leaf_hash
 from relay.config import LeadMetricsConfig, Settings
 from relay.core.clock import wall_clock_ms
 from relay.lead.exposition import render
@@ -34,7 +31,6 @@ from relay.lead.store_source import StoreSource
 from relay.lead.timerange import TimeRange
 from relay.lead.watch import NodeWatch
 from relay.registry import OperatorEntry, Registry, RegistryKey
-from relay.sinks.documents import batch_documents
 from relay.sinks.store import EmbeddedStore
 
 
@@ -50,26 +46,8 @@ def build(root: Path, nodes: int, hours: float, operators: int) -> int:
             entries.append(
                 OperatorEntry(origin=key.origin, keys=[RegistryKey(vkey=key.verifier.encode())])
             )
-            prev, log = ZERO_HASH, CompactRange()
-            for seq in range(windows):
-                start = first + seq * WINDOW_MS
-                summaries = [summary(start, n, ("EU", "NA", "AS")[n % 3]) for n in range(nodes)]
-                signed = sign_batch(
-                    key,
-                    seq=seq,
-                    prev=prev,
-                    window_start_ms=start,
-                    window_end_ms=start + WINDOW_MS,
-                    signed_at_ms=min(now, start + WINDOW_MS + 60_000),
-                    summaries=summaries,
-                    schema=1,
-                    privacy={"mode": "aggregate", "k": 10, "max_events_per_contributor": 50},
-                    stats={"accepted": 535 * nodes, "over_cap": 0, "suppressed_events": 0},
-                )
-                prev = signed.batch_hash
-                log.append(leaf_hash(signed.msg))
-                checkpoint = sign_checkpoint(key, log.size, log.root())
-                store.write(batch_documents(signed, summaries, checkpoint, "relay-"))
+            for documents in signed_chain(key, first, windows, nodes, now):
+                store.write(documents)
     finally:
         store.close()
     Registry(operators=entries).save(root / "registry.yaml")

@@ -16,6 +16,7 @@ import contextlib
 import io
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,9 @@ from relay.attest.checkpoint import sign_checkpoint
 from relay.attest.keys import OperatorKey
 from relay.attest.merkle import CompactRange, leaf_hash
 from relay.cli import main
+from relay.core.document import Document
 from relay.registry import OperatorEntry, Registry, RegistryKey
-from relay.sinks.documents import batch_documents
+from relay.sinks.documents import DOCUMENT_SCHEMA, batch_documents
 
 ORIGIN = "bench.relay/verify"
 WINDOW_MS = 300_000
@@ -53,28 +55,38 @@ def summary(window_start: int, node: int, region: str) -> dict[str, Any]:
     }
 
 
-def write_export(path: Path, key: OperatorKey, batches: int, per_batch: int) -> int:
+def signed_chain(
+    key: OperatorKey, first_ms: int, windows: int, nodes: int, now_ms: int | None = None
+) -> Iterator[list[Document]]:
+    """The documents of `windows` consecutive batches of `nodes` summaries each, signed by `key`
+    as the relay signs them (each sealed a minute after its window, or at `now_ms` if earlier)."""
     prev, log = ZERO_HASH, CompactRange()
+    for seq in range(windows):
+        start = first_ms + seq * WINDOW_MS
+        summaries = [summary(start, n, ("EU", "NA", "AS")[n % 3]) for n in range(nodes)]
+        sealed_at = start + WINDOW_MS + 60_000
+        signed = sign_batch(
+            key,
+            seq=seq,
+            prev=prev,
+            window_start_ms=start,
+            window_end_ms=start + WINDOW_MS,
+            signed_at_ms=sealed_at if now_ms is None else min(now_ms, sealed_at),
+            summaries=summaries,
+            schema=DOCUMENT_SCHEMA,
+            privacy={"mode": "aggregate", "k": 10, "max_events_per_contributor": 50},
+            stats={"accepted": 535 * nodes, "over_cap": 0, "suppressed_events": 0},
+        )
+        prev = signed.batch_hash
+        log.append(leaf_hash(signed.msg))
+        checkpoint = sign_checkpoint(key, log.size, log.root())
+        yield batch_documents(signed, summaries, checkpoint, "relay-")
+
+
+def write_export(path: Path, key: OperatorKey, batches: int, per_batch: int) -> int:
     with path.open("wb") as out:
-        for seq in range(batches):
-            start = T0_MS + seq * WINDOW_MS
-            summaries = [summary(start, n, ("EU", "NA", "AS")[n % 3]) for n in range(per_batch)]
-            signed = sign_batch(
-                key,
-                seq=seq,
-                prev=prev,
-                window_start_ms=start,
-                window_end_ms=start + WINDOW_MS,
-                signed_at_ms=start + WINDOW_MS + 60_000,
-                summaries=summaries,
-                schema=1,
-                privacy={"mode": "aggregate", "k": 10, "max_events_per_contributor": 50},
-                stats={"accepted": 535 * per_batch, "over_cap": 0, "suppressed_events": 0},
-            )
-            prev = signed.batch_hash
-            log.append(leaf_hash(signed.msg))
-            checkpoint = sign_checkpoint(key, log.size, log.root())
-            for document in batch_documents(signed, summaries, checkpoint, "relay-"):
+        for documents in signed_chain(key, T0_MS, batches, per_batch):
+            for document in documents:
                 out.write(document.to_line())
     return batches * per_batch
 
