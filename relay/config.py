@@ -187,7 +187,7 @@ class PrivacyConfig(_Section):
             raise ValueError(
                 "privacy.k_networks may lower the network threshold, not raise it above k"
             )
-        if len(set(self.nodes)) != len(self.nodes):
+        if len({(node["role"], node["id"]) for node in self.nodes}) != len(self.nodes):
             raise ValueError("privacy.nodes lists a node twice")
         if self.mode != "dp":
             return self

@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.aggregate import histogram
-from relay.aggregate.cells import OpenWindows
+from relay.aggregate.cells import OpenWindows, WindowState
 from relay.aggregate.observation import IngestRecord, Observation
 from relay.config import ConfigError, Settings, load_settings
 from relay.privacy import dp
@@ -474,6 +474,8 @@ async def test_dp_mode_publishes_the_fixed_cells_with_noisy_integers(
         stats = signed["stats"]
         published = sum(s["requests"] + sum(s["signals"].values()) for s in mine)
         assert stats["accepted"] == published
+        # The same counts as an aggregate-mode batch names, every one but `accepted` zero.
+        assert set(stats) == set(WindowState(0).stats(0, 0))
         assert {k: v for k, v in stats.items() if k != "accepted"} == dict.fromkeys(
             set(stats) - {"accepted"}, 0
         )

@@ -21,13 +21,13 @@ LAYERS: list[set[str]] = [
     # Foundations: the registry file, logging, signatures and Merkle trees; the input record
     # (aggregate.observation) and its aggregation.
     {"registry", "logs", "metrics"},
-    {"attest"},
     {"aggregate"},
-    # Configuration and what the pipeline's stages are built from.
     {"privacy"},
+    # Signed batches: their header states the privacy parameters and the window's counts.
+    {"attest"},
+    # Configuration and what the pipeline's stages are built from.
     {"config", "wal"},
     {"ingest"},
-    {"schemagen", "configdoc"},
     {"sinks"},
     {"verify"},
     # Stages.
@@ -36,6 +36,8 @@ LAYERS: list[set[str]] = [
     {"backpressure"},
     # The operator relay, then the programs that run relays and read their output.
     {"serve"},
+    # Generators of the published schemas and the configuration reference: they gather from all.
+    {"schemagen", "configdoc"},
     {"lead", "witness", "bench"},
     {"cli", "__main__"},
 ]

@@ -17,25 +17,79 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, TypeVar
+from typing import Annotated, Any, NamedTuple, NotRequired, TypeVar, cast
+
+from pydantic import Field, with_config
+from typing_extensions import TypedDict
 
 from relay.aggregate import histogram
+from relay.aggregate.histogram import Histogram
 from relay.aggregate.observation import IngestRecord
+from relay.core.fields import Count, Region
+from relay.core.numbers import MAX_SAFE_INT
+from relay.core.vocabulary import Asset, NodeRef, Op, Outcome, Role, Signal
 
 __all__ = [
-    "MAX_SAFE_INT",
     "Breakdown",
     "Cell",
     "CellKey",
     "EventLabel",
     "OpenWindows",
+    "Stats",
+    "Summary",
     "WindowState",
 ]
 
 CellKey = tuple[str, str, str]  # (role, node id, region)
 
-# Canonical JSON keeps integers below 2^53 (DESIGN §5.1); a byte total saturates there.
-MAX_SAFE_INT = 2**53 - 1
+
+@with_config(extra="forbid")
+class Summary(TypedDict):
+    """The published fields of one cell (node, region) of one window: the leaf content (§5.2).
+
+    No per-event value, identifier or timestamp: counts, sums and histograms only (P1, P6).
+    """
+
+    window_start_ms: Count
+    window_end_ms: Count
+    node: NodeRef
+    region: Region
+    requests: Annotated[
+        Count, Field(description="Request events; the outcome counts add up to this.")
+    ]
+    outcomes: dict[Outcome, Count]
+    ops: dict[Op, Count]
+    signals: dict[Signal, Count]
+    assets: dict[Asset, Count]
+    bytes: NotRequired[
+        Annotated[
+            Count | None,
+            Field(
+                description="Sum of reported bytes, saturating at 2^53 - 1; not published in dp "
+                "mode (a sum of values up to 2^40 has no useful sensitivity bound)."
+            ),
+        ]
+    ]
+    ttfb_us: Annotated[Histogram, Field(description="Time to first byte, microseconds.")]
+    duration_us: Annotated[Histogram, Field(description="Download time, microseconds.")]
+    throughput_bps: Annotated[
+        Histogram, Field(description="Bytes per second of requests with both.")
+    ]
+
+
+def by_name(counts: Mapping[str, int]) -> dict[Any, int]:
+    """Counts by vocabulary name, sorted: the published form of outcomes, ops, signals, assets.
+
+    The names are the vocabulary's (checked at ingest; records carry them as text), hence the
+    `Any` key that lets them fill the Literal-keyed fields of Summary.
+    """
+    return dict(sorted(counts.items()))
+
+
+def node_ref(role: str, node_id: str) -> NodeRef:
+    """A cell's node as a summary names it (`role` is a Role: checked at ingest)."""
+    return {"role": cast(Role, role), "id": node_id}
+
 
 # Memory accounting for the open-window budget, measured with tracemalloc on CPython 3.11
 # (tests/test_cells.py checks the estimate stays above the measured size): ~88 B per
@@ -131,25 +185,74 @@ class Cell:
         _add_into(self.throughput, other.throughput)
         self.bytes_total = min(self.bytes_total + other.bytes_total, MAX_SAFE_INT)
 
-    def summary(self, key: CellKey, window_start_ms: int, window_end_ms: int) -> dict[str, Any]:
+    def summary(self, key: CellKey, window_start_ms: int, window_end_ms: int) -> Summary:
         """The published fields of this cell: the leaf content of DESIGN §5.2."""
         role, node_id, region = key
         counts = self.breakdown()
         return {
             "window_start_ms": window_start_ms,
             "window_end_ms": window_end_ms,
-            "node": {"role": role, "id": node_id},
+            "node": node_ref(role, node_id),
             "region": region,
             "requests": counts.requests,
-            "outcomes": dict(sorted(counts.outcomes.items())),
-            "ops": dict(sorted(counts.ops.items())),
-            "signals": dict(sorted(counts.signals.items())),
-            "assets": dict(sorted(self.assets.items())),
+            "outcomes": by_name(counts.outcomes),
+            "ops": by_name(counts.ops),
+            "signals": by_name(counts.signals),
+            "assets": by_name(self.assets),
             "bytes": self.bytes_total,
             "ttfb_us": histogram.to_document(self.ttfb),
             "duration_us": histogram.to_document(self.duration),
             "throughput_bps": histogram.to_document(self.throughput),
         }
+
+
+_OMITTED_BEFORE = "absent on batches of older relays"
+
+
+# extra_items (PEP 728) is what pydantic turns into the schema's additionalProperties; mypy does
+# not know it yet.
+@with_config(extra="allow")
+class Stats(TypedDict, extra_items=Count):  # type: ignore[call-arg]
+    """Event counts of the batch's window (§5.3); more non-negative counts may be added."""
+
+    accepted: Annotated[Count, Field(description="Events acknowledged into this window.")]
+    rejected: Annotated[
+        Count, Field(description="Sum of invalid, late, too_old, too_new and too_many.")
+    ]
+    invalid: Count
+    late: Annotated[
+        Count, Field(description="Events for this window that arrived after it was sealed.")
+    ]
+    too_old: Count
+    too_new: Count
+    too_many: NotRequired[
+        Annotated[
+            Count,
+            Field(description=f"Atlas events past the per-request cap; {_OMITTED_BEFORE}."),
+        ]
+    ]
+    over_cap: Annotated[
+        Count,
+        Field(
+            description="Accepted events dropped by contribution bounding (P4) or the node budgets."
+        ),
+    ]
+    over_budget: NotRequired[
+        Annotated[
+            Count,
+            Field(
+                description="The part of over_cap whose cell was past the node budgets "
+                f"(window.max_nodes, window.max_cells_per_network); {_OMITTED_BEFORE}."
+            ),
+        ]
+    ]
+    suppressed_cells: Annotated[
+        Count, Field(description="Cells withheld under k after roll-up (P5).")
+    ]
+    suppressed_events: Annotated[Count, Field(description="Accepted events in suppressed cells.")]
+    unsupported_type: Annotated[
+        Count, Field(description="Atlas events of types relay does not map.")
+    ]
 
 
 @dataclass
@@ -169,6 +272,28 @@ class WindowState:
     # The node budgets: distinct (role, node id), and cells opened per source network.
     nodes: set[tuple[str, str]] = field(default_factory=set)
     cells_opened: dict[int, int] = field(default_factory=dict)
+
+    def stats(self, suppressed_cells: int, suppressed_events: int) -> Stats:
+        """The exact counts of this window; `rejected` is the sum of the rejection reasons."""
+        reasons = self.rejected
+        invalid, late, too_old, too_new, too_many = (
+            reasons.get(reason, 0)
+            for reason in ("invalid", "late", "too_old", "too_new", "too_many")
+        )
+        return {
+            "accepted": self.accepted,
+            "rejected": invalid + late + too_old + too_new + too_many,
+            "invalid": invalid,
+            "late": late,
+            "too_old": too_old,
+            "too_new": too_new,
+            "too_many": too_many,
+            "over_cap": self.over_cap,
+            "over_budget": self.over_budget,
+            "suppressed_cells": suppressed_cells,
+            "suppressed_events": suppressed_events,
+            "unsupported_type": reasons.get("unsupported_type", 0),
+        }
 
 
 class OpenWindows:

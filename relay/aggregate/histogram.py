@@ -27,6 +27,12 @@ from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from fractions import Fraction
 from itertools import accumulate
+from typing import Annotated
+
+from pydantic import Field, with_config
+from typing_extensions import TypedDict
+
+from relay.core.fields import Count
 
 __all__ = [
     "BOUNDS",
@@ -34,6 +40,7 @@ __all__ = [
     "MAX_INDEX",
     "MAX_VALUE",
     "MIN_VALUE",
+    "Histogram",
     "HistogramError",
     "bucket_index",
     "from_document",
@@ -42,6 +49,20 @@ __all__ = [
     "representative",
     "to_document",
 ]
+
+
+@with_config(extra="forbid")
+class Histogram(TypedDict):
+    """A distribution, exactly the Elasticsearch `histogram` field type (P6).
+
+    Log-scale buckets with a fixed layout shared by every relay (relay.aggregate.histogram):
+    `values` are bucket representatives in ascending order, `counts` the number of events in each;
+    only non-empty buckets are listed, and both arrays have the same length.
+    """
+
+    values: Annotated[list[Count], Field(json_schema_extra={"uniqueItems": True})]
+    counts: list[Count]
+
 
 GAMMA = 1.08
 MIN_VALUE = 100
@@ -96,7 +117,7 @@ def representative(index: int) -> int:
     return _REPRESENTATIVES[index]
 
 
-def to_document(counts: Mapping[int, int]) -> dict[str, list[int]]:
+def to_document(counts: Mapping[int, int]) -> Histogram:
     """The document form of bucket index → count; zero counts are left out."""
     values: list[int] = []
     doc_counts: list[int] = []
@@ -142,7 +163,7 @@ def from_document(doc: Mapping[str, object]) -> dict[int, int]:
     return result
 
 
-def merge_documents(docs: Iterable[Mapping[str, object]]) -> dict[str, list[int]]:
+def merge_documents(docs: Iterable[Mapping[str, object]]) -> Histogram:
     """The histogram of all values of all documents: counts of equal representatives are added."""
     total: dict[int, int] = {}
     for doc in docs:

@@ -10,8 +10,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal, NotRequired
 
+from pydantic import Field, with_config
+from typing_extensions import TypedDict
+
+from relay.aggregate.cells import Stats, Summary
 from relay.attest import merkle
 from relay.attest.canonical import canonical_json, strict_loads
 from relay.attest.errors import (
@@ -22,11 +26,16 @@ from relay.attest.errors import (
 )
 from relay.attest.keys import OperatorKey, VerifierKey, validate_origin
 from relay.core.b64 import b64decode, b64encode
+from relay.core.fields import Count, Hash64, Kid, Origin
 from relay.core.numbers import is_int
+from relay.privacy.dp_release import DpPrivacy
+from relay.privacy.threshold import AggregatePrivacy
 
 __all__ = [
     "BATCH_MSG_PREFIX",
     "ZERO_HASH",
+    "BatchHeader",
+    "Privacy",
     "SignedBatch",
     "batch_hash",
     "batch_message",
@@ -38,6 +47,50 @@ __all__ = [
 BATCH_MSG_PREFIX = b"telemetry-batch/v1\n"
 #: ``prev`` of seq 0.
 ZERO_HASH = bytes(32)
+
+Privacy = Annotated[
+    AggregatePrivacy | DpPrivacy,
+    Field(discriminator="mode", description="The privacy parameters the batch was made under."),
+]
+
+
+@with_config(extra="forbid")
+class BatchHeader(TypedDict):
+    """The signed batch header (§5.3): `signed` is its RFC 8785 form after the prefix line."""
+
+    v: Literal[1]
+    type: Literal["telemetry-batch"]
+    origin: Origin
+    kid: Kid
+    seq: Count
+    window_start_ms: Count
+    window_end_ms: Count
+    signed_at_ms: Count
+    n: Annotated[Count, Field(description="Number of summaries (Merkle leaves).")]
+    root: Annotated[Hash64, Field(description="RFC 9162 Merkle root of the leaves.")]
+    prev: Annotated[Hash64, Field(description="batch_hash of seq - 1; 32 zero bytes for seq 0.")]
+    schema: Annotated[
+        int,
+        Field(
+            ge=1,
+            description="Document format: 2 = summaries carry `att.leaf_hash`, 1 = `att.leaf` "
+            "(relays before format 2); readers accept both.",
+        ),
+    ]
+    privacy: Privacy
+    stats: Stats
+    gap: NotRequired[
+        Annotated[
+            Literal[True],
+            Field(
+                description="Present on a batch that spans downtime: empty, several windows long."
+            ),
+        ]
+    ]
+    next_kid: NotRequired[
+        Annotated[Kid, Field(description="On the last batch under a key: the kid of the next key.")]
+    ]
+
 
 _LEAF_KEYS = frozenset({"origin", "seq", "i"})
 _INT_FIELDS = ("seq", "window_start_ms", "window_end_ms", "signed_at_ms", "n", "schema")
@@ -67,7 +120,7 @@ def batch_hash(msg: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class SignedBatch:
-    header: dict[str, Any]
+    header: BatchHeader
     msg: bytes
     sig: bytes
     batch_hash: bytes
@@ -82,24 +135,21 @@ def sign_batch(
     window_start_ms: int,
     window_end_ms: int,
     signed_at_ms: int,
-    summaries: Sequence[Mapping[str, object]],
+    summaries: Sequence[Summary],
     schema: int,
-    privacy: Mapping[str, object],
-    stats: Mapping[str, int],
-    extra: Mapping[str, object] | None = None,
+    privacy: AggregatePrivacy | DpPrivacy,
+    stats: Stats,
+    gap: bool = False,
+    next_kid: str | None = None,
 ) -> SignedBatch:
     """Build, canonicalise and sign one batch (DESIGN §5.3).
 
-    ``extra`` adds optional header fields such as ``"gap": True`` or ``"next_kid"``. Raises
-    ValueError for a header that verify_batch would reject as malformed, and NonCanonicalError for
-    values RFC 8785 cannot represent.
+    ``gap`` marks a batch that spans downtime, ``next_kid`` names the next key on the last batch
+    under this one. Raises ValueError for a header that verify_batch would reject as malformed,
+    and NonCanonicalError for values RFC 8785 cannot represent.
     """
-    extra = extra or {}
-    clash = _PINNED_FIELDS.intersection(extra)
-    if clash:
-        raise ValueError(f"extra header fields must not replace pinned ones: {sorted(clash)}")
     leaves = tuple(leaf_bytes(key.origin, seq, i, s) for i, s in enumerate(summaries))
-    header: dict[str, Any] = {
+    header: BatchHeader = {
         "v": 1,
         "type": "telemetry-batch",
         "origin": key.origin,
@@ -112,10 +162,13 @@ def sign_batch(
         "root": b64encode(merkle.root(leaves)),
         "prev": b64encode(prev),
         "schema": schema,
-        "privacy": dict(privacy),
-        "stats": dict(stats),
-        **extra,
+        "privacy": privacy.copy(),
+        "stats": stats.copy(),
     }
+    if gap:
+        header["gap"] = True
+    if next_kid is not None:
+        header["next_kid"] = next_kid
     problem = _header_problem(header)
     if problem:
         raise ValueError(problem)

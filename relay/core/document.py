@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,7 @@ __all__ = ["Document"]
 class Document:
     index: str
     id: str
-    source: dict[str, Any]
+    source: Mapping[str, Any]
 
     def to_line(self) -> bytes:
         """One NDJSON line of `relay export`, newline included."""

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import TypeGuard
 
-__all__ = ["is_int"]
+__all__ = ["MAX_SAFE_INT", "is_int"]
+
+#: The largest integer every JSON reader keeps exact (RFC 8785 §3.2.2.3, I-JSON): counts,
+#: sequence numbers and timestamps in signed documents stay at or below it.
+MAX_SAFE_INT = 2**53 - 1
 
 
 def is_int(value: object) -> TypeGuard[int]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import StringConstraints, with_config
+from typing_extensions import TypedDict
 
 __all__ = [
     "NETWORK_WIDE",
@@ -57,11 +58,11 @@ def is_node_id(text: str) -> bool:
     return NODE_ID.fullmatch(text) is not None
 
 
-# A node as events and the configuration's node list name it: pydantic, since the JSON Schemas
-# are generated from it (no docstring: it would become the schemas' description).
-class NodeRef(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
+# A node as events, the configuration's node list and published summaries name it: a TypedDict,
+# so documents are typed by it and the JSON Schemas generated from it (no docstring: it would
+# become the schemas' description).
+@with_config(extra="forbid", strict=True)
+class NodeRef(TypedDict):
     role: Role
     id: Annotated[
         str,

@@ -32,6 +32,7 @@ from typing import Annotated, Any, Generic, TypeVar, Union
 
 import msgspec
 import orjson
+import typing_extensions
 from pydantic import BaseModel, ValidationError
 
 from relay.core.problem import Problem
@@ -284,8 +285,20 @@ def _shape_of(model: type[BaseModel]) -> _Shape:
         annotation = field.annotation
         options = typing.get_args(annotation) if _is_union(annotation) else (annotation,)
         nested = [o for o in options if isinstance(o, type) and issubclass(o, BaseModel)]
-        fields[field.alias or name] = _shape_of(nested[0]) if nested else None
+        objects = [o for o in options if typing_extensions.is_typeddict(o)]
+        if nested:
+            fields[field.alias or name] = _shape_of(nested[0])
+        elif objects:
+            fields[field.alias or name] = _typed_dict_shape(objects[0])
+        else:
+            fields[field.alias or name] = None
     return _Shape(fields, model.model_config.get("extra") == "forbid")
+
+
+def _typed_dict_shape(typed_dict: Any) -> _Shape:
+    """The shape of a TypedDict of scalars (NodeRef)."""
+    config = getattr(typed_dict, "__pydantic_config__", {})
+    return _Shape(dict.fromkeys(typed_dict.__annotations__), config.get("extra") == "forbid")
 
 
 def _is_union(annotation: Any) -> bool:
@@ -343,7 +356,7 @@ _ATLAS_SHAPE = _shape_of(models.AtlasEvent)
 
 
 def _native_event(event: models.NativeEvent) -> RequestEvent | SignalEvent:
-    node = NodeRef(role=event.node.role, id=event.node.id)
+    node = NodeRef(role=event.node["role"], id=event.node["id"])
     ts = event.ts if isinstance(event.ts, int) else None  # the model turned a string into ms
     if event.kind == "request":
         assert event.outcome is not None  # the model's kind check

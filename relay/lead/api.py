@@ -19,8 +19,8 @@ import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from relay.aggregate.cells import MAX_SAFE_INT
 from relay.config import LeadMetricsConfig
+from relay.core.numbers import MAX_SAFE_INT
 from relay.core.problem import Problem, http_error_problem, problem_response
 from relay.core.vocabulary import NODE_ID
 from relay.lead import exposition

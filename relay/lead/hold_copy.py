@@ -10,7 +10,7 @@ verifying as a chain that starts at the hold (`check_held`) with the batch hashe
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from elasticsearch import AsyncElasticsearch
@@ -80,7 +80,7 @@ async def copy_hold(
     await client.indices.put_index_template(name=target, **holds_template(index_prefix))
     live = f"{index_prefix}batches-*,{index_prefix}summaries-*"
     originals = [doc async for doc in held_documents(client, live, hold)]
-    operations: list[dict[str, Any]] = []
+    operations: list[Mapping[str, Any]] = []
     for doc in originals:
         operations += [{"create": {"_index": target, "_id": doc.id}}, doc.source]
     for start in range(0, len(operations), 2 * _BULK):

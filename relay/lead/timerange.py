@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
-from relay.aggregate.cells import MAX_SAFE_INT
+from relay.core.numbers import MAX_SAFE_INT
 
 __all__ = [
     "DEFAULT_SPAN_MS",

@@ -33,7 +33,8 @@ from typing import Any, Final, get_args
 import opendp.prelude as dp
 
 from relay.aggregate import histogram
-from relay.aggregate.cells import MAX_SAFE_INT, Cell, CellKey
+from relay.aggregate.cells import Cell, CellKey, Summary, by_name, node_ref
+from relay.core.numbers import MAX_SAFE_INT
 from relay.core.vocabulary import Asset, Op, Outcome, Signal
 from relay.privacy.ledger import MAX_SCALE
 
@@ -101,7 +102,7 @@ def add_noise(exact: Sequence[int], scale: int) -> list[int]:
 
 def noisy_summary(
     key: CellKey, noisy: Sequence[int], window_start_ms: int, window_end_ms: int
-) -> dict[str, Any]:
+) -> Summary:
     """The published fields of a cell from its noisy values in layout order.
 
     Every key of the fixed vocabularies is present (noisy zeros included); histogram documents
@@ -110,19 +111,26 @@ def noisy_summary(
     if len(noisy) != LAYOUT_SIZE:
         raise ValueError(f"{len(noisy)} noisy values; the layout has {LAYOUT_SIZE}")
     role, node_id, region = key
-    fields: dict[str, Any] = {}
+    blocks: dict[str, dict[str, int]] = {}
     at = 0
     for attribute, names in _BLOCKS:
-        fields[attribute] = dict(sorted(zip(names, noisy[at : at + len(names)], strict=True)))
+        blocks[attribute] = dict(zip(names, noisy[at : at + len(names)], strict=True))
         at += len(names)
-    for name in _HISTOGRAMS:
-        fields[name] = histogram.to_document(dict(enumerate(noisy[at : at + _BINS])))
-        at += _BINS
+    ttfb, duration, throughput = (
+        histogram.to_document(dict(enumerate(noisy[at + i * _BINS : at + (i + 1) * _BINS])))
+        for i in range(len(_HISTOGRAMS))
+    )
     return {
         "window_start_ms": window_start_ms,
         "window_end_ms": window_end_ms,
-        "node": {"role": role, "id": node_id},
+        "node": node_ref(role, node_id),
         "region": region,
-        "requests": sum(fields["outcomes"].values()),
-        **fields,
+        "requests": sum(blocks["outcomes"].values()),
+        "outcomes": by_name(blocks["outcomes"]),
+        "ops": by_name(blocks["ops"]),
+        "signals": by_name(blocks["signals"]),
+        "assets": by_name(blocks["assets"]),
+        "ttfb_us": ttfb,
+        "duration_us": duration,
+        "throughput_bps": throughput,
     }

@@ -23,13 +23,54 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Annotated, Final, Literal
 
-from relay.aggregate.cells import Cell, CellKey
+from pydantic import Field, with_config
+from typing_extensions import TypedDict
+
+from relay.aggregate.cells import Cell, CellKey, Stats, Summary
+from relay.core.fields import DecimalText
+from relay.core.numbers import MAX_SAFE_INT
 from relay.privacy import dp
 from relay.privacy.ledger import Budget, decimal_text
 
-__all__ = ["DpRelease"]
+__all__ = ["DpPrivacy", "DpRelease"]
+
+_Positive = Annotated[int, Field(ge=1, le=MAX_SAFE_INT)]
+
+
+@with_config(extra="forbid")
+class DpPrivacy(TypedDict):
+    """The privacy parameters of `dp` mode (P7): the guarantee as stated by the relay, with its
+    mechanism, sensitivity and ε budget (ε values as exact decimal strings, never floats)."""
+
+    mode: Literal["dp"]
+    geo: Literal["region", "none"]
+    publication: Annotated[
+        Literal["fixed"],
+        Field(
+            description="Every listed node × region is published each window, whatever the data."
+        ),
+    ]
+    unit: Annotated[
+        Literal["contributor-day"], Field(description="The privacy unit of the budget.")
+    ]
+    max_events_per_contributor: _Positive
+    max_cells_per_contributor: _Positive
+    sensitivity: Annotated[_Positive, Field(description="L1 sensitivity of one cell.")]
+    mechanism: Literal["discrete_laplace"]
+    scale: Annotated[
+        _Positive, Field(description="Laplace scale b of every noised value; ±95 % = b·ln 20.")
+    ]
+    epsilon: Annotated[DecimalText, Field(description="ε of one cell's release in one window.")]
+    window_epsilon: Annotated[
+        DecimalText, Field(description="ε one contributor may spend per window.")
+    ]
+    delta: Literal[0]
+    windows_per_day: _Positive
+    daily_epsilon: DecimalText
+    daily_epsilon_cap: DecimalText
+
 
 _EMPTY: Final = Cell()
 
@@ -38,13 +79,13 @@ _EMPTY: Final = Cell()
 class DpRelease:
     nodes: frozenset[tuple[str, str]]  # (role, id)
     cells: tuple[CellKey, ...]  # the fixed publication, in leaf order
-    geo: str
+    geo: Literal["region", "none"]
     max_events_per_contributor: int
     budget: Budget
 
     def summaries(
         self, cells: Mapping[CellKey, Cell], window_start_ms: int, window_end_ms: int
-    ) -> list[dict[str, Any]]:
+    ) -> list[Summary]:
         """One noisy summary per cell of the fixed set, in leaf order (one OpenDP call)."""
         exact: list[int] = []
         for key in self.cells:
@@ -57,13 +98,25 @@ class DpRelease:
         ]
 
     @staticmethod
-    def stats(summaries: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, int]:
-        """The signed stats of a dp batch: derived from the noisy summaries only."""
-        stats = dict.fromkeys(keys, 0)
-        stats["accepted"] = sum(s["requests"] + sum(s["signals"].values()) for s in summaries)
-        return stats
+    def stats(summaries: Sequence[Summary]) -> Stats:
+        """The signed stats of a dp batch: derived from the noisy summaries only, every count
+        but `accepted` zero (the exact ones are WindowState.stats)."""
+        return {
+            "accepted": sum(s["requests"] + sum(s["signals"].values()) for s in summaries),
+            "rejected": 0,
+            "invalid": 0,
+            "late": 0,
+            "too_old": 0,
+            "too_new": 0,
+            "too_many": 0,
+            "over_cap": 0,
+            "over_budget": 0,
+            "suppressed_cells": 0,
+            "suppressed_events": 0,
+            "unsupported_type": 0,
+        }
 
-    def header(self) -> dict[str, Any]:
+    def header(self) -> DpPrivacy:
         """The guarantee, as stated in every batch header and at /v1/operator.
 
         Integers where the value is one; ε values as exact decimal strings (never binary floats).

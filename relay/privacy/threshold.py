@@ -12,11 +12,48 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Annotated, Literal, NotRequired
+
+from pydantic import Field, with_config
+from typing_extensions import TypedDict
 
 from relay.aggregate.cells import Cell, CellKey
+from relay.core.numbers import MAX_SAFE_INT
 from relay.privacy.geo import UNKNOWN
 
-__all__ = ["Publication", "apply_threshold"]
+__all__ = ["AggregatePrivacy", "Publication", "apply_threshold"]
+
+
+@with_config(extra="forbid")
+class AggregatePrivacy(TypedDict):
+    """The privacy parameters of `aggregate` mode (signed with every batch): k-thresholds (P5),
+    contribution bounds (P4) and geo granularity (P3). Batches of relays from before source
+    networks omit k_networks and max_events_per_network."""
+
+    mode: Literal["aggregate"]
+    k: Annotated[int, Field(ge=2, le=MAX_SAFE_INT)]
+    k_networks: NotRequired[
+        Annotated[
+            int,
+            Field(
+                ge=2,
+                le=MAX_SAFE_INT,
+                description="Distinct source networks (IPv4 /24, IPv6 /48) a published cell needs.",
+            ),
+        ]
+    ]
+    max_events_per_contributor: Annotated[int, Field(ge=1, le=MAX_SAFE_INT)]
+    max_events_per_network: NotRequired[
+        Annotated[
+            int,
+            Field(
+                ge=1,
+                le=MAX_SAFE_INT,
+                description="Events one source network may add to a cell per window.",
+            ),
+        ]
+    ]
+    geo: Literal["region", "country", "none"]
 
 
 @dataclass(frozen=True)

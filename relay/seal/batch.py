@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
-from relay.aggregate.cells import WindowState
+from relay.aggregate.cells import Stats, WindowState
 from relay.attest.batch import ZERO_HASH, SignedBatch, sign_batch
 from relay.attest.checkpoint import sign_checkpoint
 from relay.attest.keys import OperatorKey
@@ -46,7 +45,7 @@ class SealedBatch:
     signed: SignedBatch
     documents: list[Document]
     head: ChainHead
-    exact_stats: dict[str, int]  # for the operator's metrics
+    exact_stats: Stats  # for the operator's metrics
     kid: str
     next_kid: str | None
 
@@ -93,12 +92,6 @@ def seal_span(
         CompactRange() if head is None else CompactRange.from_list(head.log_size, head.log_frontier)
     )
     release = policy.release(span.state, span.start_ms, span.end_ms)
-    extra: dict[str, Any] = {}
-    if span.gap and span.end_ms - span.start_ms > window_ms:
-        extra["gap"] = True
-    if next_key is not None:
-        # The last batch under this key names its successor (DESIGN §5.4).
-        extra["next_kid"] = next_key.kid
     signed = sign_batch(
         key,
         seq=seq,
@@ -110,7 +103,9 @@ def seal_span(
         schema=DOCUMENT_SCHEMA,
         privacy=policy.header(),
         stats=release.signed_stats,
-        extra=extra,
+        gap=span.gap and span.end_ms - span.start_ms > window_ms,
+        # The last batch under this key names its successor (DESIGN §5.4).
+        next_kid=None if next_key is None else next_key.kid,
     )
     frontier.append(leaf_hash(signed.msg))
     checkpoint = sign_checkpoint(key, frontier.size, frontier.root())

@@ -7,13 +7,13 @@ Two policies, chosen once from `privacy.mode`: the k-threshold roll-up (P5) and 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from relay.aggregate.cells import OpenWindows, WindowState
-from relay.privacy.dp_release import DpRelease
+from relay.aggregate.cells import OpenWindows, Stats, Summary, WindowState
+from relay.privacy.dp_release import DpPrivacy, DpRelease
 from relay.privacy.geo import REGIONS, UNKNOWN
 from relay.privacy.ledger import plan_budget
-from relay.privacy.threshold import apply_threshold
+from relay.privacy.threshold import AggregatePrivacy, apply_threshold
 
 if TYPE_CHECKING:
     from relay.config import PrivacyConfig, WindowConfig
@@ -27,18 +27,15 @@ __all__ = [
     "release_policy",
 ]
 
-# Rejection reasons counted in a batch's stats; `rejected` is their sum.
-REJECTION_REASONS = ("invalid", "late", "too_old", "too_new", "too_many")
-
 
 @dataclass(frozen=True)
 class Release:
     """What one span publishes: its summaries (leaf order), the stats its batch signs, and the
     exact stats (operator metrics only: in dp mode they differ from the signed ones)."""
 
-    summaries: list[dict[str, Any]]
-    signed_stats: dict[str, int]
-    exact_stats: dict[str, int]
+    summaries: list[Summary]
+    signed_stats: Stats
+    exact_stats: Stats
 
 
 class ReleasePolicy(Protocol):
@@ -48,32 +45,16 @@ class ReleasePolicy(Protocol):
 
     def release(self, state: WindowState, start_ms: int, end_ms: int) -> Release: ...
 
-    def header(self) -> dict[str, Any]:
+    def header(self) -> AggregatePrivacy | DpPrivacy:
         """The `privacy` field of every batch header and of /v1/operator."""
         ...
-
-
-def exact_stats(
-    state: WindowState, suppressed_cells: int, suppressed_events: int
-) -> dict[str, int]:
-    rejected = {reason: state.rejected.get(reason, 0) for reason in REJECTION_REASONS}
-    return {
-        "accepted": state.accepted,
-        "rejected": sum(rejected.values()),
-        **rejected,
-        "over_cap": state.over_cap,
-        "over_budget": state.over_budget,
-        "suppressed_cells": suppressed_cells,
-        "suppressed_events": suppressed_events,
-        "unsupported_type": state.rejected.get("unsupported_type", 0),
-    }
 
 
 def _open_windows(
     privacy: PrivacyConfig, window: WindowConfig, *, dp_nodes: frozenset[tuple[str, str]] | None
 ) -> OpenWindows:
     """The aggregator with the bounds of P4 and the node budgets, in either mode."""
-    known_nodes = frozenset((node.role, node.id) for node in privacy.nodes)
+    known_nodes = frozenset((node["role"], node["id"]) for node in privacy.nodes)
     return OpenWindows(
         privacy.max_events_per_contributor,
         max_events_per_network=privacy.network_cap,
@@ -100,13 +81,13 @@ class KThresholdPolicy:
         privacy = self.privacy
         publication = apply_threshold(state.cells, privacy.k, privacy.network_threshold)
         summaries = [cell.summary(key, start_ms, end_ms) for key, cell in publication.cells]
-        stats = exact_stats(state, publication.suppressed_cells, publication.suppressed_events)
+        stats = state.stats(publication.suppressed_cells, publication.suppressed_events)
         return Release(summaries, stats, stats)
 
-    def header(self) -> dict[str, Any]:
+    def header(self) -> AggregatePrivacy:
         p = self.privacy
         return {
-            "mode": p.mode,
+            "mode": "aggregate",
             "k": p.k,
             "k_networks": p.network_threshold,
             "max_events_per_contributor": p.max_events_per_contributor,
@@ -129,11 +110,11 @@ class DpPolicy:
     def release(self, state: WindowState, start_ms: int, end_ms: int) -> Release:
         summaries = self.dp.summaries(state.cells, start_ms, end_ms)
         # Events for unlisted nodes are the dp mode's suppressed events.
-        stats = exact_stats(state, 0, state.unlisted)
+        stats = state.stats(0, state.unlisted)
         # Signed stats derive from the noisy summaries: exact ones would leak.
-        return Release(summaries, self.dp.stats(summaries, list(stats)), stats)
+        return Release(summaries, self.dp.stats(summaries), stats)
 
-    def header(self) -> dict[str, Any]:
+    def header(self) -> DpPrivacy:
         return self.dp.header()
 
 
@@ -146,12 +127,15 @@ def dp_release(privacy: PrivacyConfig, window_seconds: int) -> DpRelease:
         window_seconds=window_seconds,
         cap=privacy.daily_epsilon_cap,
     )
-    nodes = frozenset((node.role, node.id) for node in privacy.nodes)
-    regions = (UNKNOWN,) if privacy.geo == "none" else REGIONS
+    nodes = frozenset((node["role"], node["id"]) for node in privacy.nodes)
+    geo = privacy.geo
+    if geo == "country":
+        raise ValueError("dp mode publishes regions, never countries")  # PrivacyConfig refuses it
+    regions = (UNKNOWN,) if geo == "none" else REGIONS
     return DpRelease(
         nodes=nodes,
         cells=tuple(sorted((role, i, region) for role, i in nodes for region in regions)),
-        geo=privacy.geo,
+        geo=geo,
         max_events_per_contributor=privacy.max_events_per_contributor,
         budget=budget,
     )

@@ -11,18 +11,30 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
+from pydantic import Field, with_config
+from typing_extensions import TypedDict
 
-from relay.attest.batch import SignedBatch
+from relay.aggregate.cells import Summary
+from relay.attest.batch import BatchHeader, SignedBatch
 from relay.attest.merkle import CompactRange, inclusion_proofs, leaf_hash
 from relay.core.b64 import b64encode
 from relay.core.document import Document
+from relay.core.fields import HASH_B64_PATTERN, Count, Hash64, Origin, Signature64
 from relay.core.indices import index_name, origin_slug
+from relay.core.numbers import MAX_SAFE_INT
 
 __all__ = [
     "DOCUMENT_SCHEMA",
+    "Attestation",
+    "AttestationV1",
+    "BatchDocument",
+    "BatchSource",
+    "LeafContent",
+    "SummaryDocument",
+    "SummarySource",
     "attested_leaf_hash",
     "batch_documents",
     "own_index_patterns",
@@ -36,6 +48,138 @@ __all__ = [
 #: searchable fields, so storing it too doubled the bytes of every summary. Format 1 (`att.leaf`,
 #: the only one before) is still read everywhere: by `relay verify`, `relay lead` and the outbox.
 DOCUMENT_SCHEMA = 2
+
+
+_LeafCount = Annotated[
+    int, Field(ge=1, le=MAX_SAFE_INT, description="Leaves in the batch's tree (= header n).")
+]
+_Proof = Annotated[
+    list[Hash64], Field(description="Inclusion proof, RFC 9162 order, leaf to root.")
+]
+
+
+@with_config(extra="forbid")
+class Attestation(TypedDict):
+    """What ties a summary to its signed batch (document format 2): its leaf's hash and the
+    RFC 9162 inclusion proof. The leaf is RFC 8785 JSON of the document's searchable fields
+    (`origin`, `seq`, `i` and the summary fields), so it is not stored twice."""
+
+    leaf_hash: Annotated[
+        Hash64,
+        Field(
+            description='SHA-256(0x00 ‖ leaf), base64, the leaf being RFC 8785 JSON of {"origin", '
+            '"seq", "i", ...summary fields}: the searchable fields of this document.'
+        ),
+    ]
+    n: _LeafCount
+    proof: _Proof
+
+
+@with_config(extra="forbid")
+class AttestationV1(TypedDict):
+    """Document format 1 (relays before schema 2): the leaf itself and its inclusion proof."""
+
+    leaf: Annotated[
+        str,
+        Field(
+            description='The Merkle leaf as UTF-8 text: RFC 8785 JSON of {"origin", "seq", "i", '
+            "...summary fields}."
+        ),
+    ]
+    n: _LeafCount
+    proof: _Proof
+
+
+@with_config(extra="forbid")
+class LeafContent(Summary):
+    """What a leaf signs (§5.2): the summary fields and the summary's place in the chain.
+
+    `relay verify` holds signed leaves to it (finding `invalid_leaf`): a signature proves who
+    published a value, not that the value is one relay could have produced.
+    """
+
+    origin: Origin
+    seq: Count
+    i: Annotated[Count, Field(description="Leaf index in the batch.")]
+
+
+@with_config(extra="forbid")
+class SummarySource(LeafContent):
+    """`_source` of a summary document: the summary fields plus its place in the chain."""
+
+    att: Attestation | AttestationV1
+
+
+@with_config(extra="forbid")
+class BatchSource(BatchHeader):
+    """`_source` of a batch document: searchable header fields plus what an auditor checks."""
+
+    signed: Annotated[
+        str,
+        Field(
+            pattern=r"^telemetry-batch/v1\n\{",
+            description='The signed bytes as UTF-8: "telemetry-batch/v1\\n" + RFC 8785 header.',
+        ),
+    ]
+    sig: Annotated[Signature64, Field(description="Ed25519 signature over `signed`, base64.")]
+    batch_hash: Annotated[Hash64, Field(description="SHA-256 of `signed`, base64.")]
+    checkpoint: Annotated[
+        str,
+        Field(
+            pattern=r"^[^\n]+\n(0|[1-9][0-9]*)\n" + HASH_B64_PATTERN + r"\n\n(\u2014 [^\n]+\n)+$",
+            description="Signed note (c2sp.org/tlog-checkpoint) over the log of this origin's "
+            "batch messages, after this batch.",
+        ),
+    ]
+
+
+_INDEX_NAMING = (
+    "slug is the origin lower-cased, every run of characters outside [a-z0-9] as one `-`. "
+)
+
+
+@with_config(extra="forbid")
+class BatchDocument(TypedDict):
+    """A batch document exactly as shipped (Elasticsearch, embedded store, `relay export`)."""
+
+    _index: Annotated[
+        str,
+        Field(
+            pattern=r"^[a-z0-9][a-z0-9._-]*batches-([a-z0-9-]+-)?[0-9]{4}\.[0-9]{2}$",
+            description="`<index_prefix>batches-<origin slug>-YYYY.MM` by window start (UTC); the "
+            + _INDEX_NAMING
+            + "Documents shipped before per-origin indices have `<index_prefix>batches-YYYY.MM`.",
+        ),
+    ]
+    _id: Annotated[
+        str,
+        Field(pattern=r"^[^+\s]{1,255}\|b\|(0|[1-9][0-9]*)$", description="`<origin>|b|<seq>`."),
+    ]
+    _source: BatchSource
+
+
+@with_config(extra="forbid")
+class SummaryDocument(TypedDict):
+    """A summary document exactly as shipped (Elasticsearch, embedded store, `relay export`)."""
+
+    _index: Annotated[
+        str,
+        Field(
+            pattern=r"^[a-z0-9][a-z0-9._-]*summaries-([a-z0-9-]+-)?[0-9]{4}\.[0-9]{2}$",
+            description="`<index_prefix>summaries-<origin slug>-YYYY.MM` by window start (UTC); "
+            "the "
+            + _INDEX_NAMING
+            + "Documents shipped before per-origin indices have `<index_prefix>summaries-YYYY.MM`.",
+        ),
+    ]
+    _id: Annotated[
+        str,
+        Field(
+            pattern=r"^[^+\s]{1,255}\|s\|(0|[1-9][0-9]*)\|(0|[1-9][0-9]*)$",
+            description="`<origin>|s|<seq>|<i>`.",
+        ),
+    ]
+    _source: SummarySource
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +211,7 @@ def own_index_patterns(prefix: str, origin: str) -> list[str]:
 
 def batch_documents(
     signed: SignedBatch,
-    summaries: Sequence[dict[str, Any]],
+    summaries: Sequence[Summary],
     checkpoint: str,
     index_prefix: str,
 ) -> list[Document]:
@@ -75,7 +219,7 @@ def batch_documents(
     header = signed.header
     origin, seq = header["origin"], header["seq"]
     start = header["window_start_ms"]
-    batch_source = {
+    batch_source: BatchSource = {
         **header,
         "signed": signed.msg.decode("utf-8"),
         "sig": b64encode(signed.sig),
@@ -94,7 +238,7 @@ def batch_documents(
     n = len(summaries)
     summary_index = index_name(index_prefix, "summaries", origin, start)
     for i, (summary, hashed, proof) in enumerate(zip(summaries, hashes, proofs, strict=True)):
-        source = {
+        source: SummarySource = {
             **summary,
             "origin": origin,
             "seq": seq,

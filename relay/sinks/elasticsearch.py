@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -98,8 +98,8 @@ def _chunks(documents: Sequence[Document], max_bytes: int) -> Iterator[list[Docu
         yield chunk
 
 
-def _operations(documents: Sequence[Document]) -> list[dict[str, Any]]:
-    operations: list[dict[str, Any]] = []
+def _operations(documents: Sequence[Document]) -> list[Mapping[str, Any]]:
+    operations: list[Mapping[str, Any]] = []
     for document in documents:
         operations.append({"create": {"_index": document.index, "_id": document.id}})
         operations.append(document.source)

@@ -33,13 +33,15 @@ from typing import Any, get_args
 
 from elastic_transport import TransportError
 from elasticsearch import ApiError, AsyncElasticsearch, NotFoundError
-from pydantic import BaseModel, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from relay import __version__
+from relay.aggregate.cells import Stats
 from relay.config import SinkConfig
 from relay.core.indices import origin_slug
 from relay.core.vocabulary import Asset, Op, Outcome, Signal
-from relay.schemagen import AggregatePrivacy, DpPrivacy, Stats
+from relay.privacy.dp_release import DpPrivacy
+from relay.privacy.threshold import AggregatePrivacy
 from relay.sinks.documents import own_index_patterns
 from relay.sinks.elasticsearch import make_client
 
@@ -95,14 +97,14 @@ def summary_mappings() -> dict[str, Any]:
     }
 
 
-def _explicit(*models: type[BaseModel]) -> dict[str, Any]:
-    """Every field of `models` (relay.schemagen, the header's contract) mapped explicitly: whole
+def _explicit(*models: Any) -> dict[str, Any]:
+    """Every field of `models` (TypedDicts of the signed header's contract) mapped explicitly: whole
     numbers as long, the rest (modes, names, ε as exact decimal text) as keyword, so that a
     `term` query on `privacy.mode` matches. Parameters or counters relay adds later are mapped
     dynamically, their strings as keyword too (_DYNAMIC_KEYWORDS), never as text."""
     properties: dict[str, Any] = {}
     for model in models:
-        schema = model.model_json_schema(by_alias=True, mode="validation")
+        schema = TypeAdapter(model).json_schema(by_alias=True, mode="validation")
         for name, field in schema["properties"].items():
             properties[name] = _LONG if field["type"] == "integer" else _KEYWORD
     return {"dynamic": True, "properties": properties}

@@ -6,7 +6,7 @@ only the header parsed from the verified `signed` bytes).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,7 +112,7 @@ def _verify(
 
 
 def _check_copies(
-    source: dict[str, Any], header: dict[str, Any], digest: bytes, doc_id: str, emit: Emit
+    source: Mapping[str, Any], header: dict[str, Any], digest: bytes, doc_id: str, emit: Emit
 ) -> None:
     """The searchable fields must be exact copies of the signed header (DESIGN §2 documents)."""
     differing = sorted(

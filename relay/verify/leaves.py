@@ -8,7 +8,7 @@ verified batch header. Then the searchable fields must be the leaf exactly: equa
 leaf, or, in format 2, written as RFC 8785 they must hash to the proven leaf hash. Either way a
 changed searchable field is `leaf_mismatch` (the proof still authenticates what was signed) and a
 changed leaf or leaf hash is `bad_inclusion_proof`. Last, the leaf's content must be a summary relay
-could have published: the summary schema (relay.schemagen.LeafContent,
+could have published: the summary schema (relay.sinks.documents.LeafContent,
 `schemas/summary-document.schema.json`), node ids of `[A-Za-z0-9:._-]`, counts in
 [0, 2^53 − 1], known outcome and signal names. A registered key signing a node id such as
 `<script>…` or a negative count is `invalid_leaf`, not verified data.
@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from relay.attest.canonical import canonical_json, is_canonical, strict_loads
 from relay.attest.errors import NonCanonicalError
@@ -43,12 +43,13 @@ from relay.attest.merkle import (
 )
 from relay.core.b64 import b64decode, b64encode
 from relay.core.numbers import is_int
-from relay.schemagen import LeafContent
+from relay.sinks.documents import LeafContent
 from relay.verify.findings import Code
 
 __all__ = ["BatchTree", "Problem", "SummaryLeaf", "check_summary", "read_summary", "same_json"]
 
 _MISSING = object()
+_LEAF_CONTENT = TypeAdapter(LeafContent)
 
 
 Problem = tuple[Code, str]
@@ -152,7 +153,7 @@ def _invalid_content(source: Mapping[str, Any]) -> Problem | None:
     is shown on the lead's dashboard, and the value may be markup."""
     content = {key: value for key, value in source.items() if key != "att"}
     try:
-        LeafContent.model_validate(content, strict=True)
+        _LEAF_CONTENT.validate_python(content, strict=True)
     except ValidationError as exc:
         error = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(map(str, error["loc"])) or "leaf"

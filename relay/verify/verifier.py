@@ -571,7 +571,7 @@ class Verifier:
         self.report.findings.append(Finding(code.value, origin, seq, doc_id, message))
 
 
-def _events(source: dict[str, Any]) -> int | None:
+def _events(source: Mapping[str, Any]) -> int | None:
     """requests + Σ signals of a summary, or None if they are not counts."""
     requests, signals = source.get("requests"), source.get("signals")
     if not is_int(requests) or not isinstance(signals, dict):
