@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from relay.ingest.boundary import Refusal
+from relay.ingest.boundary import ReadinessChecks, Refusal
 
 if TYPE_CHECKING:
     from relay.aggregate.cells import OpenWindows
@@ -73,7 +73,7 @@ class Backpressure:
             return Refusal("memory-budget", "Relay is at its memory budget; retry later")
         return None
 
-    def checks(self) -> dict[str, bool]:
+    def checks(self) -> ReadinessChecks:
         """Each readiness check by name (/readyz)."""
         return {
             "accepting": not self.shutting_down,

@@ -18,7 +18,7 @@ from relay import __version__
 from relay.attest.errors import AttestError
 from relay.attest.keys import OperatorKey
 from relay.config import ConfigError, Settings, load_settings
-from relay.ingest.client_config import ClientConfigDocument
+from relay.ingest.client_config import RenderedClientConfig
 from relay.ingest.http import create_app, create_operator_app, runner_options
 from relay.ingest.server import make_runner
 from relay.lead.commands import add_hold_command, add_report_command, add_retention_command
@@ -91,7 +91,7 @@ async def _serve(settings: Settings, config_path: Path | None) -> None:
         except ConfigError as exc:
             log.error("SIGHUP: config not reloaded: %s", exc)
             return
-        relay.client_config = ClientConfigDocument(fresh.client)
+        relay.client_config = RenderedClientConfig(fresh.client)
         log.info("SIGHUP: client config reloaded (etag %s)", relay.client_config.etag)
 
     loop.add_signal_handler(signal.SIGTERM, stop.set)

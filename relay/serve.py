@@ -18,7 +18,6 @@ import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from relay.aggregate.observation import IngestRecord
 from relay.aggregate.window import window_start
@@ -28,8 +27,8 @@ from relay.backpressure import Backpressure
 from relay.config import ConfigError, IngestConfig, Settings
 from relay.core.b64 import b64encode
 from relay.core.clock import wall_clock_ms
-from relay.ingest.boundary import Refusal
-from relay.ingest.client_config import ClientConfigDocument
+from relay.ingest.boundary import OperatorView, Refusal
+from relay.ingest.client_config import RenderedClientConfig
 from relay.ingest.scrub import Admission
 from relay.metrics import RelayMetrics
 from relay.outbox.outbox import Outbox
@@ -139,7 +138,7 @@ class OperatorRelay:
             shipper=self.shipper,
             metrics=self.metrics,
         )
-        self.client_config = ClientConfigDocument(settings.client)
+        self.client_config = RenderedClientConfig(settings.client)
         self._tasks: list[asyncio.Task[None]] = []
 
     def _seal_stage(self, key: OperatorKey) -> SealStage:
@@ -264,7 +263,7 @@ class OperatorRelay:
 
     # -- views ----------------------------------------------------------------------------------
 
-    def operator_view(self) -> dict[str, Any]:
+    def operator_view(self) -> OperatorView:
         head, key = self.sealer.head, self.sealer.key
         return {
             "origin": key.origin,

@@ -36,7 +36,7 @@ from playwright.async_api import Browser, Page, async_playwright
 
 from relay.core.document import Document
 from relay.ingest.atlas import distributor_node
-from relay.ingest.client_config import ClientConfigDocument
+from relay.ingest.client_config import RenderedClientConfig
 from tests.conftest import LiveServer, RunningRelay, stored_documents
 from tests.test_atlas import DISTRIBUTOR_URLS
 from tests.test_dashboard import CHROMIUM, CHROMIUM_ARGS, watch
@@ -429,7 +429,7 @@ async def test_sampling_zero_stops_a_kind_until_the_operator_reloads(world: Worl
 
     # The operator turns requests on (what SIGHUP does); the client sees it at its next poll.
     settings = world.relay.relay.settings
-    world.relay.relay.client_config = ClientConfigDocument(
+    world.relay.relay.client_config = RenderedClientConfig(
         settings.client.model_copy(update={"sampling": {"request": 1.0, "signal": 1.0}})
     )
     await asyncio.sleep(1.5)  # max-age 0: the next flush tick polls again

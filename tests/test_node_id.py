@@ -25,9 +25,11 @@ INVALID = ["", "a\n", "\na", "a\r", "a b", " ", "x" * 129, "é", "a/b", "a\x00",
 
 
 def pydantic_model(candidate: str) -> bool:
-    # The input models' and the configuration's node refs (relay.core.vocabulary.NodeRef).
+    # The node refs of input models, configuration and summaries (relay.core.vocabulary.NodeRef).
     try:
-        NodeRef.model_validate_json(orjson.dumps({"role": "storage", "id": candidate}))
+        pydantic.TypeAdapter(NodeRef).validate_json(
+            orjson.dumps({"role": "storage", "id": candidate})
+        )
     except pydantic.ValidationError:
         return False
     return True

@@ -6,14 +6,41 @@ A problem never echoes request content (P1): titles and details are fixed text o
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, NotRequired
 
 import orjson
 from aiohttp import web
+from pydantic import Field, with_config
+from typing_extensions import TypedDict
 
-__all__ = ["PROBLEM_TYPE_BASE", "Problem", "http_error_problem", "problem_response"]
+__all__ = [
+    "PROBLEM_TYPE_BASE",
+    "Problem",
+    "ProblemDetails",
+    "http_error_problem",
+    "problem_response",
+]
 
 PROBLEM_TYPE_BASE = "urn:relay:problem:"
+
+_URI_REFERENCE = {"format": "uri-reference"}
+
+
+@with_config(extra="allow")
+class ProblemDetails(TypedDict):
+    """RFC 9457 problem details; never echoes request content."""
+
+    type: Annotated[
+        str,
+        Field(
+            json_schema_extra=_URI_REFERENCE,
+            description="`urn:relay:problem:<slug>`, e.g. urn:relay:problem:invalid-json.",
+        ),
+    ]
+    title: str
+    status: Annotated[int, Field(ge=100, le=599)]
+    detail: NotRequired[str]
+    instance: NotRequired[Annotated[str, Field(json_schema_extra=_URI_REFERENCE)]]
 
 
 class Problem(Exception):
@@ -38,7 +65,7 @@ class Problem(Exception):
 
 
 def problem_response(problem: Problem, instance: str | None = None) -> web.Response:
-    body: dict[str, Any] = {
+    body: ProblemDetails = {
         "type": PROBLEM_TYPE_BASE + problem.slug,
         "title": problem.title,
         "status": problem.status,
@@ -47,10 +74,9 @@ def problem_response(problem: Problem, instance: str | None = None) -> web.Respo
         body["detail"] = problem.detail
     if instance:
         body["instance"] = instance
-    body.update(problem.extra)
     return web.Response(
         status=problem.status,
-        body=orjson.dumps(body),
+        body=orjson.dumps({**body, **problem.extra}),
         content_type="application/problem+json",
         headers=problem.headers,
     )

@@ -3,20 +3,36 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Annotated, Literal
 
 import orjson
+from pydantic import Field, with_config
+from typing_extensions import TypedDict
 
 from relay.config import ClientConfig
 from relay.ingest.models import SCHEMA_VERSION
 
-__all__ = ["ClientConfigDocument"]
+__all__ = ["ClientConfigDocument", "RenderedClientConfig"]
+
+_Kind = Literal["request", "signal"]
 
 
-class ClientConfigDocument:
+@with_config(extra="forbid")
+class ClientConfigDocument(TypedDict):
+    """`GET /v1/config`: what apps should send (§3.3)."""
+
+    schema_version: Annotated[int, Field(ge=1)]
+    enabled_kinds: list[_Kind]
+    sampling: dict[_Kind, Annotated[float, Field(ge=0, le=1)]]
+    flush_interval_seconds: Annotated[int, Field(ge=1)]
+    max_batch_size: Annotated[int, Field(ge=1)]
+
+
+class RenderedClientConfig:
     """`GET /v1/config`, rendered once per (re)load so a poll costs no work."""
 
     def __init__(self, config: ClientConfig) -> None:
-        doc = {
+        doc: ClientConfigDocument = {
             "schema_version": SCHEMA_VERSION,
             "enabled_kinds": config.enabled_kinds,
             "sampling": config.sampling,

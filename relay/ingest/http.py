@@ -13,21 +13,25 @@ further than `RequestContext`, which dies with the request (P1). Nothing here lo
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import orjson
 from aiohttp import web
+from pydantic import Field, with_config
+from typing_extensions import TypedDict
 
 from relay.aggregate.observation import IngestRecord
 from relay.aggregate.window import window_start
 from relay.attest.merkle import consistency_proof
+from relay.core.b64 import b64encode
+from relay.core.fields import Count, Hash64
 from relay.core.problem import Problem, http_error_problem, problem_response
+from relay.ingest import scrub
 from relay.ingest.atlas import scrub_atlas
 from relay.ingest.auth import Authenticator, AuthError, Credential
 from relay.ingest.body import read_body
@@ -40,9 +44,18 @@ from relay.privacy.contributor import network_material, source_network
 
 if TYPE_CHECKING:
     from relay.config import IngestConfig
-    from relay.ingest.boundary import IngestRelay, Refusal
+    from relay.ingest.boundary import IngestRelay, Readiness, Refusal
 
-__all__ = ["create_app", "create_operator_app", "runner_options"]
+__all__ = [
+    "AtlasIngestAnswer",
+    "ConsistencyProof",
+    "Health",
+    "IngestAnswer",
+    "ReadyStatus",
+    "create_app",
+    "create_operator_app",
+    "runner_options",
+]
 
 _Event = TypeVar("_Event")
 # An endpoint is a decoder and the scrub that takes what it decodes.
@@ -293,14 +306,62 @@ class _Ingest:
             self._metrics.dropped.labels("unsupported_type").inc(result.unsupported)
 
 
+@with_config(extra="forbid")
+class IngestAnswer(TypedDict):
+    """`202` of `POST /v1/events`: the valid events are durable (WAL, fsynced)."""
+
+    accepted: Count
+    rejected: Count
+    errors: list[scrub.EventError]
+
+
+@with_config(extra="forbid")
+class AtlasIngestAnswer(IngestAnswer):
+    """`202` of `POST /v1/atlas/events`."""
+
+    unsupported: Annotated[
+        Count, Field(description="Events of Atlas types relay does not map; dropped.")
+    ]
+
+
+@with_config(extra="forbid")
+class ConsistencyProof(TypedDict):
+    """`GET /v1/proof/consistency`: the tree of the first `new` batch messages extends the tree
+    of the first `old` (RFC 9162 §2.1.4)."""
+
+    old: Count
+    new: Count
+    proof: Annotated[
+        list[Hash64],
+        Field(
+            description="PROOF(old, D[new]) of RFC 9162 §2.1.4.1, base64 SHA-256 hashes; empty "
+            "for old = new and for old = 0."
+        ),
+    ]
+
+
+@with_config(extra="forbid")
+class ReadyStatus(TypedDict):
+    """`GET /readyz` on the public listener: ready or not, no detail (P9)."""
+
+    ready: bool
+
+
+@with_config(extra="forbid")
+class Health(TypedDict):
+    """`GET /healthz`: the process is up."""
+
+    status: Literal["ok"]
+
+
 def _answer(endpoint: str, result: ScrubResult) -> web.Response:
-    answer: dict[str, Any] = {
+    answer: IngestAnswer | AtlasIngestAnswer = {
         "accepted": len(result.observations),
         "rejected": sum(result.rejected.values()),
         "errors": result.errors,
     }
     if endpoint == "atlas":
-        answer["unsupported"] = result.unsupported
+        answer = {**answer, "unsupported": result.unsupported}
     return web.Response(body=orjson.dumps(answer), status=202, content_type="application/json")
 
 
@@ -353,18 +414,21 @@ class _Views:
                 "This relay cannot prove consistency for that tree",
                 "its outbox has no leaf hashes for batches sealed before it was upgraded",
             )
-        proof = consistency_proof(leaves, old)
-        return web.json_response(
-            {"old": old, "new": new, "proof": [base64.b64encode(h).decode() for h in proof]}
-        )
+        answer: ConsistencyProof = {
+            "old": old,
+            "new": new,
+            "proof": [b64encode(h) for h in consistency_proof(leaves, old)],
+        }
+        return web.json_response(answer)
 
     async def healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        health: Health = {"status": "ok"}
+        return web.json_response(health)
 
     async def readyz(self, request: web.Request) -> web.Response:
         # Ready or not, for a load balancer; which check failed is the operator's business.
-        ready = self._relay.backpressure.ready
-        return web.json_response({"ready": ready}, status=200 if ready else 503)
+        status: ReadyStatus = {"ready": self._relay.backpressure.ready}
+        return web.json_response(status, status=200 if status["ready"] else 503)
 
 
 def create_app(relay: IngestRelay) -> web.Application:
@@ -401,9 +465,8 @@ def create_operator_app(relay: IngestRelay) -> web.Application:
     backpressure = relay.backpressure
 
     async def readyz(request: web.Request) -> web.Response:
-        checks = backpressure.checks()
-        ready = backpressure.ready
-        return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+        readiness: Readiness = {"ready": backpressure.ready, "checks": backpressure.checks()}
+        return web.json_response(readiness, status=200 if readiness["ready"] else 503)
 
     async def get_metrics(request: web.Request) -> web.Response:
         backpressure.update_gauges()

@@ -11,13 +11,26 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated
+
+from pydantic import Field, with_config
+from typing_extensions import TypedDict
 
 from relay.aggregate.observation import Observation
 from relay.aggregate.window import window_start
+from relay.core.fields import Count
 from relay.privacy.contributor import WindowSalts, contributor_key
 
-__all__ = ["Admission", "RequestContext", "ScrubResult"]
+__all__ = ["Admission", "EventError", "RequestContext", "ScrubResult"]
+
+
+@with_config(extra="forbid")
+class EventError(TypedDict):
+    """Why one event of a request was rejected; never echoes a value (P1)."""
+
+    index: Annotated[Count, Field(description="Position of the event in `events`.")]
+    field: Annotated[str, Field(description="The offending field, dotted, or (event) / (arrival).")]
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +47,7 @@ class RequestContext:
 class ScrubResult:
     observations: list[Observation] = field(default_factory=list)
     rejected: Counter[str] = field(default_factory=Counter)
-    errors: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[EventError] = field(default_factory=list)
     unsupported: int = 0
 
     def reject(self, index: int, reason: str, field_name: str, detail: str) -> None:
