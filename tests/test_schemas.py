@@ -4,7 +4,7 @@
 - documents shipped by a real relay validate against the document schemas, and documents with
   anything more (an identifier, say) do not;
 - example payloads, including a real Atlas one, validate against the payload schemas, and the
-  native schema agrees with the NativeEvent model on what is an acceptable event;
+  native schema agrees with the NativeEvent models on what is an acceptable event;
 - the component schemas of openapi.yaml are the generated ones.
 """
 
@@ -19,7 +19,7 @@ from typing import Any, get_args
 import jsonschema_rs
 import pytest
 import yaml
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from relay import schemagen
 from relay.core.document import Document
@@ -334,7 +334,7 @@ AGREEMENT: list[tuple[dict[str, Any], bool]] = [
 def test_native_schema_agrees_with_the_model(event: dict[str, Any], valid: bool) -> None:
     by_schema = not errors(NATIVE, {"events": [event]})
     try:
-        NativeEvent.model_validate_json(json.dumps(event))
+        TypeAdapter(NativeEvent).validate_json(json.dumps(event))
         by_model = True
     except ValidationError:
         by_model = False
@@ -357,7 +357,7 @@ RFC3339_EDGES = ["2026-01-05t00:00:00z", "2026-01-05T00:00:00z", "2026-12-31T23:
 @pytest.mark.parametrize("ts", RFC3339_EDGES)
 def test_model_accepts_every_rfc3339_timestamp(ts: str) -> None:
     assert errors(NATIVE, {"events": [{**_REQUEST, "ts": ts}]}) == []
-    NativeEvent.model_validate_json(json.dumps({**_REQUEST, "ts": ts}))
+    TypeAdapter(NativeEvent).validate_json(json.dumps({**_REQUEST, "ts": ts}))
 
 
 # -- openapi.yaml ---------------------------------------------------------------------------------

@@ -33,7 +33,8 @@ from typing import Annotated, Any, Generic, TypeVar, Union
 import msgspec
 import orjson
 import typing_extensions
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
 
 from relay.core.problem import Problem
 from relay.core.vocabulary import (
@@ -177,11 +178,7 @@ def decode_native(body: bytes, max_events: int) -> Decoded[RequestEvent | Signal
         pass
     events = _envelope(body, closed=True)
     return Decoded(
-        [
-            _validated(raw, models.NativeEvent, _NATIVE_SHAPE, _native_event)
-            for raw in events[:max_events]
-        ],
-        max(0, len(events) - max_events),
+        [_NATIVE.validated(raw) for raw in events[:max_events]], max(0, len(events) - max_events)
     )
 
 
@@ -193,11 +190,7 @@ def decode_atlas(body: bytes, max_events: int) -> Decoded[AtlasEvent]:
         pass
     events = _envelope(body, closed=False)
     return Decoded(
-        [
-            _validated(raw, models.AtlasEvent, _ATLAS_SHAPE, _atlas_event)
-            for raw in events[:max_events]
-        ],
-        max(0, len(events) - max_events),
+        [_ATLAS.validated(raw) for raw in events[:max_events]], max(0, len(events) - max_events)
     )
 
 
@@ -279,30 +272,52 @@ class _Shape:
     forbids_unknown: bool
 
 
-def _shape_of(model: type[BaseModel]) -> _Shape:
+def _shape_of(annotation: Any) -> _Shape | None:
+    """What the models of `annotation` read of a JSON object; None if it names no model.
+
+    A union of models (the native event's kinds) reads what any of them reads: which model
+    validates a value is decided only once it is built.
+    """
+    if typing.get_origin(annotation) is Annotated:
+        return _shape_of(typing.get_args(annotation)[0])
+    if _is_union(annotation):
+        shapes = [s for o in typing.get_args(annotation) if (s := _shape_of(o)) is not None]
+        return _merged(shapes) if shapes else None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        fields = {
+            field.alias or name: _shape_of(field.annotation)
+            for name, field in annotation.model_fields.items()
+        }
+        return _Shape(fields, annotation.model_config.get("extra") == "forbid")
+    if typing_extensions.is_typeddict(annotation):  # NodeRef
+        hints = typing.get_type_hints(annotation, include_extras=True)
+        config = getattr(annotation, "__pydantic_config__", {})
+        fields = {name: _shape_of(hint) for name, hint in hints.items()}
+        return _Shape(fields, config.get("extra") == "forbid")
+    return None
+
+
+def _merged(shapes: Sequence[_Shape]) -> _Shape:
+    """One shape reading what each of `shapes` reads; unknown fields kept if any forbids them."""
     fields: dict[str, _Shape | None] = {}
-    for name, field in model.model_fields.items():
-        annotation = field.annotation
-        options = typing.get_args(annotation) if _is_union(annotation) else (annotation,)
-        nested = [o for o in options if isinstance(o, type) and issubclass(o, BaseModel)]
-        objects = [o for o in options if typing_extensions.is_typeddict(o)]
-        if nested:
-            fields[field.alias or name] = _shape_of(nested[0])
-        elif objects:
-            fields[field.alias or name] = _typed_dict_shape(objects[0])
-        else:
-            fields[field.alias or name] = None
-    return _Shape(fields, model.model_config.get("extra") == "forbid")
-
-
-def _typed_dict_shape(typed_dict: Any) -> _Shape:
-    """The shape of a TypedDict of scalars (NodeRef)."""
-    config = getattr(typed_dict, "__pydantic_config__", {})
-    return _Shape(dict.fromkeys(typed_dict.__annotations__), config.get("extra") == "forbid")
+    for name in dict.fromkeys(name for shape in shapes for name in shape.fields):
+        nested = [n for shape in shapes if (n := shape.fields.get(name)) is not None]
+        fields[name] = _merged(nested) if nested else None
+    return _Shape(fields, any(shape.forbids_unknown for shape in shapes))
 
 
 def _is_union(annotation: Any) -> bool:
     return typing.get_origin(annotation) in (Union, types.UnionType)
+
+
+def _tag_field(annotation: Any) -> str | None:
+    """The field that picks the model of a discriminated union `annotation`, if it is one."""
+    if typing.get_origin(annotation) is not Annotated:
+        return None
+    for metadata in annotation.__metadata__:
+        if isinstance(metadata, FieldInfo) and isinstance(metadata.discriminator, str):
+            return metadata.discriminator
+    return None
 
 
 def _shaped(raw: msgspec.Raw, shape: _Shape | None) -> Any:
@@ -337,43 +352,24 @@ def _shaped(raw: msgspec.Raw, shape: _Shape | None) -> Any:
     return shaped
 
 
-_Model = TypeVar("_Model", bound=BaseModel)
-_Event = TypeVar("_Event")
-
-
-def _validated(
-    raw: msgspec.Raw, model: type[_Model], shape: _Shape, convert: Callable[[_Model], _Event]
-) -> _Event | EventError:
-    try:
-        validated = model.model_validate(_shaped(raw, shape))
-    except ValidationError as exc:
-        return EventError(*describe_error(exc))
-    return convert(validated)
-
-
-_NATIVE_SHAPE = _shape_of(models.NativeEvent)
-_ATLAS_SHAPE = _shape_of(models.AtlasEvent)
-
-
-def _native_event(event: models.NativeEvent) -> RequestEvent | SignalEvent:
+def _native_event(
+    event: models.NativeRequestEvent | models.NativeSignalEvent,
+) -> RequestEvent | SignalEvent:
     node = NodeRef(role=event.node["role"], id=event.node["id"])
-    ts = event.ts if isinstance(event.ts, int) else None  # the model turned a string into ms
-    if event.kind == "request":
-        assert event.outcome is not None  # the model's kind check
-        return RequestEvent(
-            node=node,
-            outcome=event.outcome,
-            op=event.op,
-            ttfb_ms=event.ttfb_ms,
-            duration_ms=event.duration_ms,
-            bytes=event.bytes,
-            asset=event.asset,
-            ts=ts,
-            client=event.client,
+    if isinstance(event, models.NativeSignalEvent):
+        return SignalEvent(
+            node=node, signal=event.signal, asset=event.asset, ts=event.ts, client=event.client
         )
-    assert event.signal is not None
-    return SignalEvent(
-        node=node, signal=event.signal, asset=event.asset, ts=ts, client=event.client
+    return RequestEvent(
+        node=node,
+        outcome=event.outcome,
+        op=event.op,
+        ttfb_ms=event.ttfb_ms,
+        duration_ms=event.duration_ms,
+        bytes=event.bytes,
+        asset=event.asset,
+        ts=event.ts,
+        client=event.client,
     )
 
 
@@ -393,15 +389,53 @@ def _atlas_event(event: models.AtlasEvent) -> AtlasEvent:
     )
 
 
+_Validated = TypeVar("_Validated")
+_Event = TypeVar("_Event")
+
+
+class _EventModel(Generic[_Validated, _Event]):
+    """One event as the models read it: validated, or described as an EventError."""
+
+    def __init__(self, annotation: Any, convert: Callable[[_Validated], _Event]) -> None:
+        self._adapter: TypeAdapter[_Validated] = TypeAdapter(annotation)
+        self._shape = _shape_of(annotation)
+        self._tag_field = _tag_field(annotation)
+        self._convert = convert
+
+    def validated(self, raw: msgspec.Raw) -> _Event | EventError:
+        """The answer for `raw`, built only as far as the models read."""
+        return self.answer(_shaped(raw, self._shape))
+
+    def answer(self, value: Any) -> _Event | EventError:
+        try:
+            validated = self._adapter.validate_python(value)
+        except ValidationError as exc:
+            return EventError(*describe_error(exc, self._tag_field))
+        return self._convert(validated)
+
+
+_NATIVE = _EventModel(models.NativeEvent, _native_event)
+_ATLAS = _EventModel(models.AtlasEvent, _atlas_event)
+
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,39}$")
 
 
-def describe_error(error: ValidationError) -> tuple[str, str]:
+def describe_error(error: ValidationError, tag_field: str | None = None) -> tuple[str, str]:
     """(field, reason) of the first error, without echoing any input value.
 
     An unknown field is named only if its name looks like a field name: a key can carry data too.
+    With `tag_field`, `error` is of a union of models discriminated by that field: a location
+    within a model starts with the tag, which is no field, and a wrong tag is that field's error
+    (pydantic's own message quotes the value).
     """
     first = error.errors(include_url=False, include_input=False)[0]
-    parts = [str(p) for p in first["loc"] if not isinstance(p, int)]
+    loc = first["loc"]
+    if tag_field is not None:
+        if first["type"] == "union_tag_not_found":
+            return tag_field, "Field required"
+        if first["type"] == "union_tag_invalid":
+            return tag_field, f"Input should be one of {first['ctx']['expected_tags']}"
+        loc = loc[1:]
+    parts = [str(p) for p in loc if not isinstance(p, int)]
     parts = [p if _FIELD_NAME.match(p) else "(unknown field)" for p in parts]
     return ".".join(parts) or "(event)", first["msg"]

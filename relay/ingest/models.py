@@ -8,16 +8,12 @@ never copied anywhere. `schemas/` is generated from these models (`python -m rel
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 from relay.core.vocabulary import Asset, NodeRef, Op, Outcome, Signal
 
@@ -32,6 +28,8 @@ __all__ = [
     "AtlasUser",
     "NativeEvent",
     "NativePayload",
+    "NativeRequestEvent",
+    "NativeSignalEvent",
 ]
 
 #: Version of the native event schema; carried in every batch header and in /v1/config.
@@ -45,79 +43,168 @@ MAX_DURATION_MS = 3_600_000
 MAX_BYTES = 2**40
 
 
-class NativeEvent(BaseModel):
-    """One observation, native schema v1."""
+def _epoch_ms(value: object) -> int | None:
+    """`ts` as epoch milliseconds: given so, or an RFC 3339 date-time (DESIGN §3.1)."""
+    if value is None:
+        return None
+    if type(value) is int:  # not a bool, not a float: no coercion
+        if value < 0:
+            raise ValueError("epoch milliseconds must be non-negative")
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected epoch milliseconds (an integer) or an RFC 3339 date-time")
+    # RFC 3339 §5.6 allows lower-case "t"/"z" and a leap second (:60), which
+    # datetime.fromisoformat does not: normalise both (a leap second counts as :59).
+    text = value.upper()
+    if text[16:19] == ":60":
+        text = text[:17] + "59" + text[19:]
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError("not an RFC 3339 date-time") from None
+    if parsed.tzinfo is None:
+        raise ValueError("RFC 3339 date-time needs a time zone offset")
+    return int(parsed.timestamp() * 1000)
 
-    # Strict: "12" is not a number and true is not 1. What the JSON Schema rejects, relay rejects.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, title="Event")
 
-    kind: Literal["request", "signal"]
-    node: NodeRef
-    op: Op | None = Field(None, description="request only; default download")
-    outcome: Outcome | None = Field(None, description="request only, required there")
-    signal: Signal | None = Field(None, description="signal only, required there")
-    ttfb_ms: float | None = Field(None, ge=0, le=MAX_TTFB_MS, allow_inf_nan=False)
-    duration_ms: float | None = Field(None, ge=0, le=MAX_DURATION_MS, allow_inf_nan=False)
-    bytes: int | None = Field(None, ge=0, lt=MAX_BYTES)
-    asset: Asset | None = None
-    ts: int | str | None = Field(
-        None,
-        description="RFC 3339 date-time or epoch milliseconds; default is the arrival time.",
-        json_schema_extra={"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string"}]},
-    )
-    client: str | None = Field(
-        None,
+#: Event time, validated to epoch milliseconds; the JSON Schema states what `_epoch_ms` takes.
+_Timestamp = Annotated[
+    int | None,
+    PlainValidator(_epoch_ms),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0, "description": "Epoch milliseconds."},
+                {
+                    "type": "string",
+                    "format": "date-time",
+                    "description": "RFC 3339 date-time with a time zone offset.",
+                },
+                {"type": "null"},
+            ]
+        }
+    ),
+    Field(
+        description="Event time; default is the arrival time. Only its window start is kept; "
+        "outside [now - window.max_past_seconds, now + window.max_future_seconds] the event is "
+        "rejected."
+    ),
+]
+
+
+# A field of the other kind: absent, or null (which the schema has always allowed); an error
+# that says whose field it is rather than pydantic's "Input should be None".
+def _absent(kind: str) -> Callable[[object], None]:
+    def check(value: object) -> None:
+        if value is not None:
+            raise PydanticCustomError("kind_field", "Only allowed for kind {kind}", {"kind": kind})
+
+    return check
+
+
+_RequestOnly = Annotated[
+    None,
+    PlainValidator(_absent("request"), json_schema_input_type=None),
+    Field(description="Only for kind request: absent or null here."),
+]
+_SignalOnly = Annotated[
+    None,
+    PlainValidator(_absent("signal"), json_schema_input_type=None),
+    Field(description="Only for kind signal: absent or null here."),
+]
+_Ttfb = Annotated[
+    float | None,
+    Field(ge=0, le=MAX_TTFB_MS, allow_inf_nan=False, description="Time to first byte."),
+]
+_Duration = Annotated[
+    float | None,
+    Field(ge=0, le=MAX_DURATION_MS, allow_inf_nan=False, description="Time to the last byte."),
+]
+_Bytes = Annotated[int | None, Field(ge=0, lt=MAX_BYTES)]
+_Client = Annotated[
+    str | None,
+    Field(
         max_length=128,
         description="Pseudonymous contributor key: used only for bounding and distinct counts, "
         "never stored.",
-    )
+    ),
+]
 
-    @field_validator("ts")
-    @classmethod
-    def _ts_to_ms(cls, value: int | str | None) -> int | None:
-        if value is None:
-            return None
-        if isinstance(value, int):
-            if value < 0:
-                raise ValueError("epoch milliseconds must be non-negative")
-            return value
-        # RFC 3339 §5.6 allows lower-case "t"/"z" and a leap second (:60), which
-        # datetime.fromisoformat does not: normalise both (a leap second counts as :59).
-        text = value.upper()
-        if text[16:19] == ":60":
-            text = text[:17] + "59" + text[19:]
-        try:
-            parsed = datetime.fromisoformat(text)
-        except ValueError:
-            raise ValueError("not an RFC 3339 date-time") from None
-        if parsed.tzinfo is None:
-            raise ValueError("RFC 3339 date-time needs a time zone offset")
-        return int(parsed.timestamp() * 1000)
+# Both kinds list every field of the schema, in the same order (the first error named is the
+# first field found wrong): the ones of the other kind as `_RequestOnly`/`_SignalOnly`. Strict:
+# "12" is not a number and true is not 1. What the JSON Schema rejects, relay rejects.
+_EVENT_CONFIG = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    @model_validator(mode="after")
-    def _kind_fields(self) -> NativeEvent:
-        if self.kind == "request":
-            if self.outcome is None:
-                raise ValueError("outcome is required for kind request")
-            if self.signal is not None:
-                raise ValueError("signal is only allowed for kind signal")
-        else:
-            if self.signal is None:
-                raise ValueError("signal is required for kind signal")
-            extra = [
-                name
-                for name in ("op", "outcome", "ttfb_ms", "duration_ms", "bytes")
-                if getattr(self, name) is not None
-            ]
-            if extra:
-                raise ValueError(f"{', '.join(extra)} not allowed for kind signal")
-        return self
+
+class NativeRequestEvent(BaseModel):
+    """A request to a node and how it went, native schema v1."""
+
+    model_config = _EVENT_CONFIG
+
+    kind: Literal["request"]
+    node: NodeRef
+    op: Op | None = Field(None, description="Default download.")
+    outcome: Outcome
+    signal: _SignalOnly = None
+    ttfb_ms: _Ttfb = None
+    duration_ms: _Duration = None
+    bytes: _Bytes = None
+    asset: Asset | None = None
+    ts: _Timestamp = None
+    client: _Client = None
+
+
+class NativeSignalEvent(BaseModel):
+    """Something an app noticed about a node, native schema v1."""
+
+    model_config = _EVENT_CONFIG
+
+    kind: Literal["signal"]
+    node: NodeRef
+    op: _RequestOnly = None
+    outcome: _RequestOnly = None
+    signal: Signal
+    ttfb_ms: _RequestOnly = None
+    duration_ms: _RequestOnly = None
+    bytes: _RequestOnly = None
+    asset: Asset | None = None
+    ts: _Timestamp = None
+    client: _Client = None
+
+
+#: One observation, native schema v1: `kind` says which.
+NativeEvent = Annotated[NativeRequestEvent | NativeSignalEvent, Field(discriminator="kind")]
+
+_NATIVE_EXAMPLE: dict[str, Any] = {
+    "events": [
+        {
+            "kind": "request",
+            "node": {"role": "distributor", "id": "mrbovo.distributor.cc"},
+            "op": "download",
+            "outcome": "ok",
+            "ttfb_ms": 84.5,
+            "duration_ms": 1290,
+            "bytes": 5242880,
+            "asset": "video",
+            "ts": "2026-01-05T10:15:00Z",
+            "client": "b3f1c2e0-7d6a-4d0e-9b1a-2f0c9e8a7d61",
+        },
+        {
+            "kind": "signal",
+            "node": {"role": "distributor", "id": "mrbovo.distributor.cc"},
+            "signal": "playback_slow",
+            "ts": 1767608100000,
+        },
+    ]
+}
 
 
 class NativePayload(BaseModel):
     """`POST /v1/events` body."""
 
-    model_config = ConfigDict(extra="forbid", title="NativePayload")
+    model_config = ConfigDict(
+        extra="forbid", title="NativePayload", json_schema_extra={"examples": [_NATIVE_EXAMPLE]}
+    )
 
     events: list[NativeEvent] = Field(max_length=MAX_EVENTS)
 
