@@ -12,8 +12,8 @@ from relay.aggregate.observation import ms_bucket
 from relay.core.vocabulary import NETWORK_WIDE
 from relay.ingest.atlas import classify_error, distributor_node, scrub_atlas
 from relay.ingest.decode import decode_atlas
+from relay.ingest.models import ATLAS_ERROR_EXAMPLE, ATLAS_PERFORMANCE_EXAMPLE
 from relay.ingest.scrub import Admission, RequestContext, ScrubResult
-from relay.schemagen import ATLAS_ERROR_EXAMPLE, ATLAS_PERFORMANCE_EXAMPLE
 from tests import atlas_client as atlas
 from tests.conftest import T0_MS, RunningRelay, memory_admission, observation_fields
 from tests.test_pipeline import balance, batches, ship, summaries

@@ -18,12 +18,13 @@ RELAY = Path(__file__).parent.parent / "relay"
 LAYERS: list[set[str]] = [
     # Vocabulary and helpers every package shares; `relay` itself holds only __version__.
     {"core", "relay"},
-    # Foundations: the registry file, logging, signatures and Merkle trees; the input record
+    # Foundations: the registry file, logging and metrics; the input record
     # (aggregate.observation) and its aggregation.
     {"registry", "logs", "metrics"},
     {"aggregate"},
     {"privacy"},
-    # Signed batches: their header states the privacy parameters and the window's counts.
+    # Signatures, Merkle trees and signed batches: a batch header states the privacy parameters
+    # and the window's counts.
     {"attest"},
     # Configuration and what the pipeline's stages are built from.
     {"config", "wal"},

@@ -18,6 +18,8 @@ from pydantic_core import PydanticCustomError
 from relay.core.vocabulary import Asset, NodeRef, Op, Outcome, Signal
 
 __all__ = [
+    "ATLAS_ERROR_EXAMPLE",
+    "ATLAS_PERFORMANCE_EXAMPLE",
     "MAX_BYTES",
     "MAX_DURATION_MS",
     "MAX_EVENTS",
@@ -249,6 +251,84 @@ class AtlasEvent(BaseModel):
     user: AtlasUser | None = None
 
 
+# Bodies as the real Atlas client builds them (commit 9a42847ca): tests/atlas_client.py builds
+# the same two and tests/test_atlas.py holds them equal, so the examples cannot drift from it.
+_ATLAS_USER = {
+    "accountId": "5f5VZnnw7gZe9Wv6sZL3v6NfzV9446kedP2hra1ymyxRU5i7",
+    "memberId": "1003",
+    "channelId": "7003",
+}
+#: A 60 s flush of Atlas's performance events: downloads (one with the timing hidden by the
+#: browser, hence a negative initialResponseTime) and one of Atlas's non-infrastructure events.
+ATLAS_PERFORMANCE_EXAMPLE: dict[str, Any] = {
+    "events": [
+        {
+            "type": "distributor-response-time",
+            "dataObjectId": "48451",
+            "dataObjectType": "thumbnail",
+            "resolvedUrl": "https://mrbovo.distributor.cc/distributor/api/v1/assets/48451",
+            "distributorUrl": "https://mrbovo.distributor.cc",
+            "initialResponseTime": 85.5,
+            "fullResponseTime": 190.5,
+            "downloadSpeed": 462.25714285714287,
+            "user": _ATLAS_USER,
+        },
+        {
+            "type": "distributor-response-time",
+            "dataObjectId": "48452",
+            "dataObjectType": "video",
+            "resolvedUrl": "https://dist1.joyutils.org/distributor/api/v1/assets/48452",
+            "distributorUrl": "https://dist1.joyutils.org",
+            "initialResponseTime": -1533.0,
+            "fullResponseTime": 1417.5,
+            "downloadSpeed": 0.0,
+            "user": _ATLAS_USER,
+        },
+        {
+            "type": "request-response-time",
+            "requestName": "GetBasicVideos",
+            "timeToComplete": 231.4,
+            "user": _ATLAS_USER,
+        },
+    ]
+}
+#: A 5 s flush of Atlas's error events from a logged-out user: a codec error (desktop: `codec`
+#: is an unawaited Promise, `{}`), an upload attempt that failed and the bucket it blacklisted,
+#: the upload giving up, and a bag left with no storage operator.
+ATLAS_ERROR_EXAMPLE: dict[str, Any] = {
+    "events": [
+        {
+            "type": "playback-wrong-codec",
+            "dataObjectId": "8813",
+            "dataObjectType": "video",
+            "resolvedUrl": "https://mrbovo.distributor.cc/distributor/api/v1/assets/8813",
+            "distributorUrl": "https://mrbovo.distributor.cc",
+            "assetType": "video",
+            "codec": {},
+            "user": {},
+        },
+        {
+            "type": "distributor-response-error",
+            "dataObjectId": "5521",
+            "storageOperatorId": "3",
+            "error": "Network Error",
+            "user": {},
+        },
+        {"type": "distributor-blacklisted", "distributorId": "3", "user": {}},
+        {
+            "type": "asset-upload-failed",
+            "dataObjectId": "5521",
+            "dataObjectType": "video",
+            "storageOperatorId": "7",
+            "storageOperatorUrl": "https://storage-7.example/storage",
+            "error": "Network Error",
+            "user": {},
+        },
+        {"type": "missing-operators-for-bag", "storageBagId": "dynamic:channel:7003", "user": {}},
+    ]
+}
+
+
 class AtlasPayload(BaseModel):
     """`POST /v1/atlas/events` body, as Atlas sends it.
 
@@ -256,6 +336,10 @@ class AtlasPayload(BaseModel):
     (reason `too_many`) and the rest accepted, never the whole body refused.
     """
 
-    model_config = ConfigDict(extra="ignore", title="AtlasPayload")
+    model_config = ConfigDict(
+        extra="ignore",
+        title="AtlasPayload",
+        json_schema_extra={"examples": [ATLAS_PERFORMANCE_EXAMPLE, ATLAS_ERROR_EXAMPLE]},
+    )
 
     events: list[AtlasEvent]
