@@ -17,7 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 from relay.bench.bodies import atlas_bodies, native_bodies
 from relay.core.problem import Problem
 from relay.ingest import decode, models
-from relay.ingest.decode import AtlasEvent, EventError, RequestEvent, SignalEvent
+from relay.ingest.decode import AtlasEvent, InvalidEvent, RequestEvent, SignalEvent
 from tests import atlas_client
 
 # Valid values, boundaries on both sides included; `_mutated` then breaks some events further.
@@ -194,9 +194,9 @@ def test_a_body_with_bad_events_keeps_the_good_ones_and_names_the_bad() -> None:
     bad = {**good, "outcome": "secret-value"}
     events = decode.decode_native(orjson.dumps({"events": [good, bad, "x"]}), 1000).events
     assert isinstance(events[0], RequestEvent)
-    assert events[1] == EventError("outcome", events[1].reason)  # type: ignore[union-attr]
+    assert events[1] == InvalidEvent("outcome", events[1].reason)  # type: ignore[union-attr]
     assert "secret-value" not in repr(events)
-    assert isinstance(events[2], EventError)
+    assert isinstance(events[2], InvalidEvent)
 
 
 _REQUEST = {"kind": "request", "node": {"role": "storage", "id": "7"}, "outcome": "ok"}
@@ -222,7 +222,7 @@ def test_native_errors_name_the_field_not_the_kind(event: dict[str, Any], field:
     # Each kind is its own model, but an error names the field within the event as the schema
     # does, never the kind's tag as a path step, and never quotes the value (P1).
     (answer,) = decode.decode_native(orjson.dumps({"events": [event]}), 1000).events
-    assert isinstance(answer, EventError)
+    assert isinstance(answer, InvalidEvent)
     assert answer.field == field
     assert "secret" not in answer.reason
 
@@ -300,7 +300,7 @@ def test_shaped_events_get_the_answers_of_fully_built_ones(data: st.DataObject) 
     # What the slower path answered before it was bounded: build everything, validate.
     answer = model.validated(msgspec.Raw(raw))
     assert answer == model.answer(built)
-    if isinstance(answer, EventError):  # a field of the event or of its node/user, no tag
+    if isinstance(answer, InvalidEvent):  # a field of the event or of its node/user, no tag
         top = {*keys, "unknown", "other", "(event)", "(unknown field)"}
         assert answer.field in top or answer.field.split(".")[0] in ("node", "user"), answer
 
@@ -314,7 +314,7 @@ def test_nested_junk_costs_the_slower_path_no_more_than_a_scan() -> None:
     junk = b"[" + b",".join([unit] * (1_000_000 // len(unit))) + b"]"
     body = b'{"events":[{"type":5},{"type":"playback-is-slow","junk":' + junk + b"}]}"
     decoded = decode.decode_atlas(body, 1000)
-    assert isinstance(decoded.events[0], EventError)
+    assert isinstance(decoded.events[0], InvalidEvent)
     assert isinstance(decoded.events[1], AtlasEvent)
     ratios = []
     for _ in range(5):
@@ -351,4 +351,4 @@ def test_events_past_the_cap_are_counted_never_built() -> None:
     for decoder in (decode.decode_native, decode.decode_atlas):
         decoded = decoder(body, 1000)
         assert (len(decoded.events), decoded.overflow) == (1000, 499_000)
-        assert all(isinstance(event, EventError) for event in decoded.events)
+        assert all(isinstance(event, InvalidEvent) for event in decoded.events)

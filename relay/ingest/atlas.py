@@ -22,7 +22,7 @@ import idna
 
 from relay.aggregate.histogram import BOUNDS
 from relay.core.vocabulary import NETWORK_WIDE, is_node_id
-from relay.ingest.decode import AtlasEvent, AtlasUser, EventError
+from relay.ingest.decode import AtlasEvent, AtlasUser, InvalidEvent
 from relay.ingest.models import MAX_DURATION_MS, MAX_TTFB_MS
 from relay.ingest.scrub import Admission, RequestContext, ScrubResult
 from relay.privacy.contributor import client_material
@@ -179,7 +179,7 @@ def _contributor_material(user: AtlasUser | None, ctx: RequestContext) -> bytes:
 
 
 def scrub_atlas(
-    events: Sequence[AtlasEvent | EventError], ctx: RequestContext, admission: Admission
+    events: Sequence[AtlasEvent | InvalidEvent], ctx: RequestContext, admission: Admission
 ) -> ScrubResult:
     result = ScrubResult()
     observations = result.observations
@@ -187,7 +187,7 @@ def scrub_atlas(
     # Atlas attaches the same user to every event of a request: key it once, not per event.
     keys: dict[AtlasUser | None, int] = {}
     for index, event in enumerate(events):
-        if isinstance(event, EventError):
+        if isinstance(event, InvalidEvent):
             result.reject(index, "invalid", event.field, event.reason)
             continue
         mapping = ATLAS_TYPES.get(event.type)

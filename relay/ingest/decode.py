@@ -52,7 +52,7 @@ __all__ = [
     "AtlasEvent",
     "AtlasUser",
     "Decoded",
-    "EventError",
+    "InvalidEvent",
     "NodeRef",
     "RequestEvent",
     "SignalEvent",
@@ -138,7 +138,7 @@ _Decoded = TypeVar("_Decoded")
 class Decoded(Generic[_Decoded]):
     """The events of a body up to the per-request cap, and how many came past it."""
 
-    events: Sequence[_Decoded | EventError]
+    events: Sequence[_Decoded | InvalidEvent]
     overflow: int
 
     @classmethod
@@ -148,7 +148,7 @@ class Decoded(Generic[_Decoded]):
 
 
 @dataclass(frozen=True, slots=True)
-class EventError:
+class InvalidEvent:
     """An event the models rejected: the field and the reason, never the value."""
 
     field: str
@@ -394,7 +394,7 @@ _Event = TypeVar("_Event")
 
 
 class _EventModel(Generic[_Validated, _Event]):
-    """One event as the models read it: validated, or described as an EventError."""
+    """One event as the models read it: validated, or described as an InvalidEvent."""
 
     def __init__(self, annotation: Any, convert: Callable[[_Validated], _Event]) -> None:
         self._adapter: TypeAdapter[_Validated] = TypeAdapter(annotation)
@@ -402,15 +402,15 @@ class _EventModel(Generic[_Validated, _Event]):
         self._tag_field = _tag_field(annotation)
         self._convert = convert
 
-    def validated(self, raw: msgspec.Raw) -> _Event | EventError:
+    def validated(self, raw: msgspec.Raw) -> _Event | InvalidEvent:
         """The answer for `raw`, built only as far as the models read."""
         return self.answer(_shaped(raw, self._shape))
 
-    def answer(self, value: Any) -> _Event | EventError:
+    def answer(self, value: Any) -> _Event | InvalidEvent:
         try:
             validated = self._adapter.validate_python(value)
         except ValidationError as exc:
-            return EventError(*describe_error(exc, self._tag_field))
+            return InvalidEvent(*describe_error(exc, self._tag_field))
         return self._convert(validated)
 
 

@@ -31,15 +31,14 @@ from relay.attest.merkle import consistency_proof
 from relay.core.b64 import b64encode
 from relay.core.fields import Count, Hash64
 from relay.core.problem import Problem, http_error_problem, problem_response
-from relay.ingest import scrub
 from relay.ingest.atlas import scrub_atlas
 from relay.ingest.auth import Authenticator, AuthError, Credential
 from relay.ingest.body import read_body
 from relay.ingest.client_script import ClientScript
-from relay.ingest.decode import Decoded, EventError, decode_atlas, decode_native, too_many_events
+from relay.ingest.decode import Decoded, InvalidEvent, decode_atlas, decode_native, too_many_events
 from relay.ingest.limits import RateLimiter
 from relay.ingest.native import scrub_native
-from relay.ingest.scrub import Admission, RequestContext, ScrubResult
+from relay.ingest.scrub import Admission, EventError, RequestContext, ScrubResult
 from relay.privacy.contributor import network_material, source_network
 
 if TYPE_CHECKING:
@@ -60,7 +59,7 @@ __all__ = [
 _Event = TypeVar("_Event")
 # An endpoint is a decoder and the scrub that takes what it decodes.
 Decode = Callable[[bytes, int], Decoded[_Event]]  # (body, max_events)
-Scrub = Callable[[Sequence[_Event | EventError], RequestContext, Admission], ScrubResult]
+Scrub = Callable[[Sequence[_Event | InvalidEvent], RequestContext, Admission], ScrubResult]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _RETRY_AFTER = {"Retry-After": "5"}
@@ -312,7 +311,7 @@ class IngestAnswer(TypedDict):
 
     accepted: Count
     rejected: Count
-    errors: list[scrub.EventError]
+    errors: list[EventError]
 
 
 @with_config(extra="forbid")

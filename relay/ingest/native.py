@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from relay.aggregate.observation import ms_bucket, throughput_bucket
-from relay.ingest.decode import EventError, RequestEvent, SignalEvent
+from relay.ingest.decode import InvalidEvent, RequestEvent, SignalEvent
 from relay.ingest.scrub import Admission, RequestContext, ScrubResult
 from relay.privacy.contributor import client_material
 
@@ -13,7 +13,7 @@ __all__ = ["scrub_native"]
 
 
 def scrub_native(
-    events: Sequence[RequestEvent | SignalEvent | EventError],
+    events: Sequence[RequestEvent | SignalEvent | InvalidEvent],
     ctx: RequestContext,
     admission: Admission,
 ) -> ScrubResult:
@@ -23,7 +23,7 @@ def scrub_native(
     arrival = admission.window_for(now_ms, now_ms)  # the window of every event without `ts`
     keys: dict[tuple[int, str | None], int] = {}
     for index, event in enumerate(events):
-        if isinstance(event, EventError):
+        if isinstance(event, InvalidEvent):
             result.reject(index, "invalid", event.field, event.reason)
             continue
         window = arrival if event.ts is None else admission.window_for(event.ts, now_ms)
