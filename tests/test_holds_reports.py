@@ -340,13 +340,48 @@ async def test_listed_batches_must_be_there_and_verify(settings: Settings) -> No
     text = await report(settings, "json")
     tamper(settings, f"{ORIGIN_B}|s|0|0", requests=900, outcomes={"ok": 900})
     assert "report_batch_unverified" in await recheck(settings, text)
-    db = sqlite3.connect(store_path(settings))
+    drop_origin(store_path(settings), ORIGIN_B)
+    assert "report_batch_missing" in await recheck(settings, text)
+
+
+def drop_origin(path: Path, origin: str) -> None:
+    db = sqlite3.connect(path)
     try:
-        db.execute("DELETE FROM documents WHERE origin = ?", (ORIGIN_B,))
+        db.execute("DELETE FROM documents WHERE origin = ?", (origin,))
         db.commit()
     finally:
         db.close()
-    assert "report_batch_missing" in await recheck(settings, text)
+
+
+async def test_a_report_that_leaves_out_batches_is_detected(settings: Settings) -> None:
+    """A lead that reports from fewer batches than it holds: figures and list agree with each
+    other, so only completeness against the auditor's own copy shows it."""
+    full = store_path(settings).with_name("full.sqlite")
+    shutil.copyfile(store_path(settings), full)
+    drop_origin(store_path(settings), ORIGIN_B)
+    text = await report(settings, "json")
+    assert ORIGIN_B not in {run["origin"] for run in orjson.loads(text)["body"]["batches"]}
+    assert await recheck(settings, text) == set()  # against the lead's own (partial) copy
+    shutil.copyfile(full, store_path(settings))
+    assert await recheck(settings, text) == {"report_batch_unlisted"}
+
+    # A batch signed after the report was generated could not have been in it.
+    body = orjson.loads(text)["body"]
+    signed_at = [
+        doc.source["signed_at_ms"]
+        for doc in store_documents(store_path(settings))
+        if doc.source.get("origin") == ORIGIN_B and "att" not in doc.source
+    ]
+    body["generated_at_ms"] = min(signed_at) - 1
+    earlier = sign_statement(lead_key(settings), REPORT_DOMAIN, body)
+    assert "report_batch_unlisted" not in await recheck(settings, orjson.dumps(earlier).decode())
+
+
+async def test_a_report_without_its_period_is_refused(settings: Settings) -> None:
+    body = orjson.loads(await report(settings, "json"))["body"]
+    del body["from_ms"]
+    envelope = sign_statement(lead_key(settings), REPORT_DOMAIN, body)
+    assert await recheck(settings, orjson.dumps(envelope).decode()) == {"report_bad_signature"}
 
 
 def test_relay_verify_report_on_the_command_line(

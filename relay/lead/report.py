@@ -15,6 +15,9 @@ the pinned batch codes of DESIGN §5.6; these are about a report):
 - `report_batch_missing`: a listed batch is not in the documents read;
 - `report_batch_mismatch`: a listed batch is there with another batch_hash;
 - `report_batch_unverified`: a listed batch is there but does not verify;
+- `report_batch_unlisted`: a batch of the period that verifies in the auditor's copy, signed before
+  the report was generated, is not listed: the report's figures leave it out (a lead that omits
+  batches, or one that had not received them yet: the auditor judges which);
 - `report_mismatch`: a figure differs from the recomputation (or the text from the signed JSON).
 """
 
@@ -23,7 +26,7 @@ from __future__ import annotations
 import csv
 import io
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +38,7 @@ from pydantic import ValidationError
 from relay.attest.keys import OperatorKey, VerifierKey
 from relay.config import LeadThresholds
 from relay.core.document import Document
+from relay.core.numbers import is_int
 from relay.lead.health import OUTCOMES, SIGNALS
 from relay.lead.service import LeadService
 from relay.lead.statement import REPORT_DOMAIN, StatementError, open_statement, sign_statement
@@ -279,6 +283,50 @@ async def _recompute(
             await source.close()
 
 
+@dataclass(frozen=True, slots=True)
+class _PeriodBatch:
+    """A batch document whose window starts in the report's period, as the auditor holds it."""
+
+    origin: str
+    seq: int
+    signed_at_ms: object  # the searchable copy; trusted only once the batch verified
+
+
+def _in_period(source: Mapping[str, Any], body: Mapping[str, Any]) -> _PeriodBatch | None:
+    """The batch a document is, if it is a batch document of the report's period (the lead's
+    own selection: window start in [from_ms, to_ms))."""
+    origin, seq, start = source.get("origin"), source.get("seq"), source.get("window_start_ms")
+    if "att" in source or not isinstance(origin, str) or not is_int(seq) or not is_int(start):
+        return None
+    if not body["from_ms"] <= start < body["to_ms"]:
+        return None
+    return _PeriodBatch(origin, seq, source.get("signed_at_ms"))
+
+
+def _unlisted_findings(
+    period: Iterable[_PeriodBatch],
+    listed: Mapping[tuple[str, int], str],
+    verified: set[tuple[str, int]],
+    generated_at_ms: int,
+) -> list[ReportFinding]:
+    """Every verified batch of the period the lead could have had, listed (completeness)."""
+    findings = []
+    for batch in sorted(period, key=lambda b: (b.origin, b.seq)):
+        key = (batch.origin, batch.seq)
+        signed_at = batch.signed_at_ms
+        if key in listed or key not in verified or not is_int(signed_at):
+            continue
+        if signed_at <= generated_at_ms:
+            findings.append(
+                ReportFinding(
+                    "report_batch_unlisted",
+                    f"{batch.origin} seq {batch.seq}: verifies, its window is in the period and "
+                    "it was signed before the report, which does not list it",
+                )
+            )
+    return findings
+
+
 def _batch_findings(
     listed: dict[tuple[str, int], str],
     stored: dict[tuple[str, int], Any],
@@ -319,6 +367,8 @@ async def recheck_report(
         body = open_statement(envelope, REPORT_DOMAIN, lead_key)
         if body.get("type") != "report":
             raise StatementError("the signed statement is not a report")
+        if not all(is_int(body.get(k)) for k in ("from_ms", "to_ms", "generated_at_ms")):
+            raise StatementError("the report does not state its period and generation time")
         listed = _listed(body)
         thresholds = LeadThresholds.model_validate(body["thresholds"])
     except (StatementError, KeyError, TypeError, ValueError, ValidationError) as exc:
@@ -332,11 +382,15 @@ async def recheck_report(
             )
         )
     kept: list[Document] = []
+    period: list[_PeriodBatch] = []
 
     def keep(source: Iterable[Document]) -> Iterator[Document]:
         for doc in source:
             if (doc.source.get("origin"), doc.source.get("seq")) in listed:
                 kept.append(doc)
+            batch = _in_period(doc.source, body)
+            if batch is not None:
+                period.append(batch)
             yield doc
 
     verification = verify_documents(
@@ -348,6 +402,7 @@ async def recheck_report(
         if "att" not in d.source
     }
     findings += _batch_findings(listed, stored, verification.verified)
+    findings += _unlisted_findings(period, listed, verification.verified, body["generated_at_ms"])
     good = set(listed) & verification.verified
     recomputed = await _recompute(body, kept, good, registry, thresholds)
     for key in ("nodes", "network"):
