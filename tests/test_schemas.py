@@ -23,7 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from relay import schemagen
 from relay.core.document import Document
-from relay.core.vocabulary import Op, Outcome, Signal
+from relay.core.vocabulary import Asset, Op, Outcome, Signal
 from relay.ingest.models import NativeEvent, NativePayload
 from relay.registry import Registry
 from tests import atlas_client
@@ -460,3 +460,16 @@ def test_lead_count_objects_name_the_native_vocabulary() -> None:
     ):
         assert schema["required"] == list(names)
         assert list(schema["properties"]) == list(names)
+
+
+@pytest.mark.parametrize(
+    ("field", "words"),
+    [("op", Op), ("outcome", Outcome), ("signal", Signal), ("asset", Asset)],
+)
+def test_the_integrators_table_lists_each_vocabulary_exactly(field: str, words: Any) -> None:
+    """docs/integrators.md's native-schema table names every word the schema takes, and no other
+    (it once lacked `upload_failed`)."""
+    text = (Path(__file__).parent.parent / "docs" / "integrators.md").read_text(encoding="utf-8")
+    (row,) = [line for line in text.splitlines() if line.startswith(f"| `{field}` |")]
+    type_cell = re.split(r"(?<!\\)\|", row)[2]  # cells split at unescaped bars
+    assert set(re.findall(r'`"([a-z0-9_]+)"`', type_cell)) == set(get_args(words))
