@@ -3,8 +3,10 @@
 The types live next to the code that reads or builds each document, and type that code: the input
 models in relay.ingest.models, the signed header in relay.attest.batch, the summary in
 relay.aggregate.cells, the shipped documents in relay.sinks.documents, the HTTP answers in the
-handlers that write them (relay.ingest.http, relay.ingest.boundary, relay.core.problem), the
-registry in relay.registry. This module only gathers them and writes their schemas.
+handlers that write them (relay.ingest.http, relay.ingest.boundary, relay.core.problem), the lead
+API's answers where `relay lead` builds them (relay.lead.service, relay.lead.health,
+relay.lead.exposition), the registry in relay.registry. This module only gathers them and writes
+their schemas.
 
 `python -m relay.schemagen` writes, into `schemas/` (JSON Schema draft 2020-12, generated with
 pydantic's TypeAdapter, sorted keys, indent 2, trailing newline):
@@ -18,9 +20,9 @@ pydantic's TypeAdapter, sorted keys, indent 2, trailing newline):
 
 It also rewrites the part of `openapi.yaml` after OPENAPI_MARKER, `components.schemas`: these
 schemas, the HTTP answers of the app-facing API (HTTP_MODELS), a problem schema per answer status,
-and the lead API's hand-written answer schemas (relay/lead/openapi-schemas.yaml), so the OpenAPI
-document and `schemas/` can not drift apart and every schema is a component that client
-generators resolve (the rest of openapi.yaml is written by hand).
+and the lead API's answers (LEAD_MODELS), so the OpenAPI document and `schemas/` can not drift
+apart and every schema is a component that client generators resolve (the rest of openapi.yaml is
+written by hand).
 
 `python -m relay.schemagen --check` writes nothing; it exits 1 and names every file that differs
 from what would be generated (`make test` runs it), 0 otherwise. tests/test_schemas.py validates
@@ -50,6 +52,8 @@ from relay.ingest.http import (
     ReadyStatus,
 )
 from relay.ingest.models import AtlasPayload, NativePayload
+from relay.lead.exposition import LeadReadiness
+from relay.lead.service import LEAD_ANSWERS
 from relay.registry import Registry
 from relay.sinks.documents import BatchDocument, SummaryDocument
 
@@ -59,7 +63,6 @@ __all__ = [
     "check",
     "generate",
     "json_text",
-    "lead_schemas",
     "main",
     "openapi_components",
     "render_openapi",
@@ -118,13 +121,14 @@ HTTP_MODELS: tuple[Any, ...] = (
     ReadyStatus,
     Health,
 )
+#: Answers of the lead API (`relay lead`); their titles are the component names openapi.yaml's
+#: lead operations refer to.
+LEAD_MODELS: tuple[Any, ...] = (LeadReadiness, *LEAD_ANSWERS)
 
 
 #: Statuses of the problem answers in openapi.yaml (components.responses): each has its
 #: `Problem<status>` schema.
 PROBLEM_STATUSES = (400, 401, 404, 408, 413, 415, 429, 503)
-#: The lead API's answer schemas, hand-written (relay lead builds plain dicts).
-LEAD_SCHEMAS = Path(__file__).resolve().parent / "lead" / "openapi-schemas.yaml"
 
 
 def _json_schema(model: Any) -> dict[str, Any]:
@@ -198,26 +202,18 @@ def _problem_of(status: int) -> dict[str, Any]:
     return schema
 
 
-def lead_schemas() -> dict[str, Any]:
-    """The lead API's answers, written by hand in LEAD_SCHEMAS (not generated from models)."""
-    schemas: dict[str, Any] = yaml.safe_load(LEAD_SCHEMAS.read_text(encoding="utf-8"))
-    return schemas
-
-
 def openapi_components() -> dict[str, Any]:
-    """`components.schemas` of openapi.yaml: the models of OPENAPI_SCHEMA_FILES and HTTP_MODELS
-    by their titles, a Problem per status of PROBLEM_STATUSES, and the lead API's schemas."""
+    """`components.schemas` of openapi.yaml: the models of OPENAPI_SCHEMA_FILES, HTTP_MODELS and
+    LEAD_MODELS by their titles, and a Problem per status of PROBLEM_STATUSES."""
     components: dict[str, Any] = {}
     for name in OPENAPI_SCHEMA_FILES:
         schema = schema_of(name)
         _hoist(schema, components, schema["title"])
-    for model in HTTP_MODELS:
+    for model in (*HTTP_MODELS, *LEAD_MODELS):
         schema = _json_schema(model)
         _hoist(schema, components, schema["title"])
     for status in PROBLEM_STATUSES:
         _hoist(_problem_of(status), components, f"Problem{status}")
-    for name, schema in lead_schemas().items():
-        _hoist(schema, components, name)
     return components
 
 

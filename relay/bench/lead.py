@@ -162,7 +162,7 @@ def _settings(lead: Path) -> Settings:
     )
 
 
-async def _timed(call: Callable[[], Awaitable[dict[str, Any]]]) -> float:
+async def _timed(call: Callable[[], Awaitable[object]]) -> float:
     """Median seconds of a lead answer, made and serialised as the API serves it."""
     took = []
     for _ in range(REPEATS):
@@ -189,10 +189,10 @@ async def _measure(settings: Settings, now_ms: int, days: float) -> dict[str, An
         day = TimeRange(now_ms - DAY_MS, now_ms)
         whole = TimeRange(now_ms - int(days * DAY_MS), now_ms)
 
-        def nodes(span: TimeRange) -> Callable[[], Awaitable[dict[str, Any]]]:
+        def nodes(span: TimeRange) -> Callable[[], Awaitable[object]]:
             return lambda: service.nodes(span, role=None, region=None, include_unverified=False)
 
-        def series(step_ms: int | None) -> Callable[[], Awaitable[dict[str, Any]]]:
+        def series(step_ms: int | None) -> Callable[[], Awaitable[object]]:
             return lambda: service.series(
                 "distributor", "dist-0", whole, step_ms=step_ms, region=None,
                 include_unverified=False,

@@ -19,6 +19,7 @@ __all__ = [
     "NODE_ID_PYTHON_PATTERN",
     "NODE_ID_SCHEMA_PATTERN",
     "Asset",
+    "NodeId",
     "NodeRef",
     "Op",
     "Outcome",
@@ -58,13 +59,16 @@ def is_node_id(text: str) -> bool:
     return NODE_ID.fullmatch(text) is not None
 
 
+#: A node id as documents carry it: the whole rule as a pydantic-annotated type.
+NodeId = Annotated[
+    str, StringConstraints(min_length=1, max_length=NODE_ID_MAX, pattern=NODE_ID_SCHEMA_PATTERN)
+]
+
+
 # A node as events, the configuration's node list and published summaries name it: a TypedDict,
 # so documents are typed by it and the JSON Schemas generated from it (no docstring: it would
 # become the schemas' description).
 @with_config(extra="forbid", strict=True)
 class NodeRef(TypedDict):
     role: Role
-    id: Annotated[
-        str,
-        StringConstraints(min_length=1, max_length=NODE_ID_MAX, pattern=NODE_ID_SCHEMA_PATTERN),
-    ]
+    id: NodeId

@@ -70,12 +70,12 @@ def _cell_aggs() -> dict[str, Any]:
         "end": {"max": {"field": "window_end_ms"}},
         "origins": {"terms": {"field": "origin", "size": MAX_ORIGINS}},
     }
-    for name in OUTCOMES:
-        aggs[f"outcomes_{name}"] = {"sum": {"field": f"outcomes.{name}"}}
-    for name in OPS:
-        aggs[f"ops_{name}"] = {"sum": {"field": f"ops.{name}"}}
-    for name in SIGNALS:
-        aggs[f"signals_{name}"] = {"sum": {"field": f"signals.{name}"}}
+    for outcome in OUTCOMES:
+        aggs[f"outcomes_{outcome}"] = {"sum": {"field": f"outcomes.{outcome}"}}
+    for op in OPS:
+        aggs[f"ops_{op}"] = {"sum": {"field": f"ops.{op}"}}
+    for signal in SIGNALS:
+        aggs[f"signals_{signal}"] = {"sum": {"field": f"signals.{signal}"}}
     for name in _HISTOGRAMS:
         aggs[name] = {"histogram": {"field": name, "interval": 1, "min_doc_count": 1}}
     return aggs

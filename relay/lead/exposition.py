@@ -19,18 +19,27 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Annotated, Final, Literal
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from pydantic import Field, with_config
+from typing_extensions import TypedDict
 
-from relay.lead.health import OUTCOMES, SEVERITY
+from relay.lead.health import OUTCOMES, SEVERITY, Figures
 from relay.lead.watch import NodeWatch, Snapshot
 from relay.metrics import BuildInfo
 
-__all__ = ["READY_TIMEOUT_SECONDS", "add_routes", "families", "render"]
+__all__ = [
+    "READY_TIMEOUT_SECONDS",
+    "LeadReadiness",
+    "LeadReadinessChecks",
+    "add_routes",
+    "families",
+    "render",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +47,28 @@ READY_TIMEOUT_SECONDS = 5.0
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _NODE = ["role", "id"]
 _REGION = ["role", "id", "region"]
-_QUANTILES = (("0.5", "p50"), ("0.9", "p90"))
+_QUANTILES: Final[tuple[tuple[str, Literal["p50", "p90"]], ...]] = (
+    ("0.5", "p50"),
+    ("0.9", "p90"),
+)
+
+
+@with_config(extra="forbid")
+class LeadReadinessChecks(TypedDict):
+    verified: Annotated[
+        bool, Field(description="A verification result is in force (the first run has finished).")
+    ]
+    source_answers: Annotated[
+        bool, Field(description="The embedded store or Elasticsearch answered within 5 s.")
+    ]
+
+
+@with_config(extra="forbid")
+class LeadReadiness(TypedDict):
+    """`relay lead`'s /readyz: ready is true exactly when both checks are."""
+
+    ready: bool
+    checks: LeadReadinessChecks
 
 
 def _age(now_ms: int, then_ms: int | None) -> float | None:
@@ -68,18 +98,19 @@ class _NodeFamilies:
             "last_window_age_seconds", "Seconds since the end of the newest verified window,"
         )
 
-    def add(
-        self, labels: list[str], fig: dict[str, Any], last_end_ms: int | None, now: int
-    ) -> None:
+    def add(self, labels: list[str], fig: Figures, last_end_ms: int | None, now: int) -> None:
         self.requests.add_metric(labels, fig["requests"])
         for outcome in OUTCOMES:
             if outcome != "ok":
-                self.failures.add_metric([*labels, outcome], fig["outcomes"].get(outcome, 0))
+                self.failures.add_metric([*labels, outcome], fig["outcomes"][outcome])
         if fig["success_ratio"] is not None:
             self.ratio.add_metric(labels, fig["success_ratio"])
-        for histogram, key in ((self.ttfb, "ttfb_ms"), (self.duration, "duration_ms")):
+        for histogram, percentiles in (
+            (self.ttfb, fig["ttfb_ms"]),
+            (self.duration, fig["duration_ms"]),
+        ):
             for quantile, name in _QUANTILES:
-                value = fig[key][name]
+                value = percentiles[name]
                 if value is not None:
                     histogram.add_metric([*labels, quantile], value / 1000)
         # Every status the lead knows, plus whatever it answered (a status added later shows up).
@@ -227,10 +258,11 @@ def add_routes(app: web.Application, watch: NodeWatch, counters: CollectorRegist
             log.warning("readyz: the source did not answer", exc_info=True)
             source_answers = False
         ready = verified and source_answers
-        return web.json_response(
-            {"ready": ready, "checks": {"verified": verified, "source_answers": source_answers}},
-            status=200 if ready else 503,
-        )
+        answer: LeadReadiness = {
+            "ready": ready,
+            "checks": {"verified": verified, "source_answers": source_answers},
+        }
+        return web.json_response(answer, status=200 if ready else 503)
 
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)

@@ -84,7 +84,7 @@ def _node_changes(
     """Each node's status now, and a message for each that went into or out of alerting."""
     messages: list[dict[str, Any]] = []
     listed = {(node.role, node.id): node for node in snapshot.nodes}
-    nodes = {key: node.figures["status"] for key, node in listed.items()}
+    nodes: dict[tuple[str, str], str] = {key: n.figures["status"] for key, n in listed.items()}
     for key in sorted(previous.nodes.keys() | nodes.keys()):
         # None: not seen before (the first comparison after a start, or a new node).
         seen_as = previous.nodes.get(key)

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from relay.config import LeadMetricsConfig
-from relay.lead.health import figures
+from relay.lead.health import Figures, figures
 from relay.lead.service import LeadService
 from relay.lead.source import CellQuery, GroupKey
 from relay.lead.tally import Tally
@@ -34,9 +33,9 @@ class NodeHealth:
     role: str
     id: str
     #: relay.lead.health.figures over the range (requests 0 and status unknown when silent).
-    figures: dict[str, Any]
+    figures: Figures
     #: The same per region the node had traffic in (within `remember_seconds`).
-    regions: dict[str, dict[str, Any]]
+    regions: dict[str, Figures]
     #: End of the node's newest verified window seen, in the range or before it.
     last_window_end_ms: int | None
     region_last_window_end_ms: dict[str, int]

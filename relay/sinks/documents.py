@@ -140,7 +140,7 @@ _INDEX_NAMING = (
 
 @with_config(extra="forbid")
 class BatchDocument(TypedDict):
-    """A batch document exactly as shipped (Elasticsearch, embedded store, `relay export`)."""
+    """A batch document as shipped to Elasticsearch and written by relay export (DESIGN §2)."""
 
     _index: Annotated[
         str,
@@ -160,7 +160,7 @@ class BatchDocument(TypedDict):
 
 @with_config(extra="forbid")
 class SummaryDocument(TypedDict):
-    """A summary document exactly as shipped (Elasticsearch, embedded store, `relay export`)."""
+    """A summary document as shipped to Elasticsearch and written by relay export (DESIGN §2)."""
 
     _index: Annotated[
         str,
