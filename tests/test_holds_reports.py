@@ -126,6 +126,19 @@ def only_hold(settings: Settings) -> Hold:
         book.close()
 
 
+ZERO_B64 = base64.b64encode(bytes(32)).decode()
+
+
+def forge_marker(settings: Settings, origin: str, column: str, value: str) -> None:
+    """Make the retention marker of ``origin`` state ``value`` as its ``column`` (log, prev)."""
+    db = sqlite3.connect(store_path(settings))
+    try:
+        db.execute(f"UPDATE retained SET {column} = ? WHERE origin = ?", (value, origin))
+        db.commit()
+    finally:
+        db.close()
+
+
 # -- holds and retention on the embedded store ----------------------------------------------------
 
 
@@ -185,21 +198,10 @@ async def test_a_forged_marker_log_shows_as_checkpoint_mismatch(settings: Settin
     await hold_add(settings, ORIGIN_A, "1", "dispute 7", clock=lambda: NOW_MS)
     retain(settings)
     assert verify_store(settings, chain_starts=chain_starts(settings)).findings == []
-    db = sqlite3.connect(store_path(settings))
-    try:
-        zero = base64.b64encode(bytes(32)).decode()
-        db.execute("UPDATE retained SET log = ? WHERE origin = ?", (f'["{zero}"]', ORIGIN_A))
-        db.commit()
-    finally:
-        db.close()
+    forge_marker(settings, ORIGIN_A, "log", f'["{ZERO_B64}"]')
     codes = {f.code for f in verify_store(settings, chain_starts=chain_starts(settings)).findings}
     assert codes == {"checkpoint_mismatch"}
-    db = sqlite3.connect(store_path(settings))
-    try:
-        db.execute("UPDATE retained SET prev = ? WHERE origin = ?", (zero, ORIGIN_A))
-        db.commit()
-    finally:
-        db.close()
+    forge_marker(settings, ORIGIN_A, "prev", ZERO_B64)
     codes = {f.code for f in verify_store(settings, chain_starts=chain_starts(settings)).findings}
     assert "prev_mismatch" in codes
 
@@ -228,13 +230,7 @@ def test_saved_checkpoints_after_retention(settings: Settings) -> None:
     (finding,) = older.findings
     assert finding.code == "checkpoint_mismatch" and "deleted" in finding.message
     # A marker that lies about the deleted log disagrees with the auditor's saved checkpoint.
-    db = sqlite3.connect(store_path(settings))
-    try:
-        zero = base64.b64encode(bytes(32)).decode()
-        db.execute("UPDATE retained SET log = ? WHERE origin = ?", (f'["{zero}"]', ORIGIN_A))
-        db.commit()
-    finally:
-        db.close()
+    forge_marker(settings, ORIGIN_A, "log", f'["{ZERO_B64}"]')
     lying = verify_store(
         settings, chain_starts=chain_starts(settings), saved_checkpoints=[notes[1]]
     )
