@@ -137,7 +137,7 @@ def sign_batch(
     signed_at_ms: int,
     summaries: Sequence[Summary],
     schema: int,
-    privacy: AggregatePrivacy | DpPrivacy,
+    privacy: Privacy,
     stats: Stats,
     gap: bool = False,
     next_kid: str | None = None,

@@ -295,8 +295,10 @@ class _PeriodBatch:
 def _in_period(source: Mapping[str, Any], body: Mapping[str, Any]) -> _PeriodBatch | None:
     """The batch a document is, if it is a batch document of the report's period (the lead's
     own selection: window start in [from_ms, to_ms))."""
+    if "att" in source:  # a summary: most documents, so decided first
+        return None
     origin, seq, start = source.get("origin"), source.get("seq"), source.get("window_start_ms")
-    if "att" in source or not isinstance(origin, str) or not is_int(seq) or not is_int(start):
+    if not isinstance(origin, str) or not is_int(seq) or not is_int(start):
         return None
     if not body["from_ms"] <= start < body["to_ms"]:
         return None

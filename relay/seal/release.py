@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from relay.aggregate.cells import OpenWindows, Stats, Summary, WindowState
+from relay.attest.batch import Privacy
 from relay.privacy.dp_release import DpPrivacy, DpRelease
 from relay.privacy.geo import REGIONS, UNKNOWN
 from relay.privacy.ledger import plan_budget
@@ -45,7 +46,7 @@ class ReleasePolicy(Protocol):
 
     def release(self, state: WindowState, start_ms: int, end_ms: int) -> Release: ...
 
-    def header(self) -> AggregatePrivacy | DpPrivacy:
+    def header(self) -> Privacy:
         """The `privacy` field of every batch header and of /v1/operator."""
         ...
 
